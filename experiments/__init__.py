@@ -1,0 +1,1 @@
+"""Experiments for newtonjax: problems, runners and benchmarks (layer 6)."""

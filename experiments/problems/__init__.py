@@ -1,0 +1,1 @@
+"""Test and benchmark problems for newtonjax (NIST StRD nonlinear regression, ...)."""

@@ -1,0 +1,71 @@
+"""newtonjax: second-order optimization in JAX.
+
+Curvature primitives on pytrees (Hessian-vector, Gauss–Newton and Jacobian products,
+dense Hessians for small problems, diagonal and spectral estimates, Taylor models,
+critical-point classification), linear algebra on curvature operators
+(:mod:`newtonjax.linalg`), Newton-type update rules as optax transforms, and
+jittable, vmappable solve loops.
+"""
+
+from newtonjax._critical import (
+    CriticalPoint,
+    CriticalPointKind,
+    classify_critical_point,
+    critical_point_code,
+)
+from newtonjax._curvature import (
+    GGNOperator,
+    HessianOperator,
+    TaylorModel,
+    gauss_newton_operator,
+    ggn_operator,
+    ggn_vp,
+    hessian_diag,
+    hessian_matrix,
+    hessian_operator,
+    hvp,
+    jacobian_matrix,
+    jtj_vp,
+    jvp,
+    materialize,
+    taylor2,
+    vjp,
+)
+from newtonjax._objectives import (
+    CompositeObjective,
+    LeastSquaresObjective,
+    composite_objective,
+    least_squares_objective,
+)
+from newtonjax._version import __version__
+
+__all__ = [
+    "__version__",
+    # objectives
+    "CompositeObjective",
+    "LeastSquaresObjective",
+    "composite_objective",
+    "least_squares_objective",
+    # curvature
+    "GGNOperator",
+    "HessianOperator",
+    "TaylorModel",
+    "gauss_newton_operator",
+    "ggn_operator",
+    "ggn_vp",
+    "hessian_diag",
+    "hessian_matrix",
+    "hessian_operator",
+    "hvp",
+    "jacobian_matrix",
+    "jtj_vp",
+    "jvp",
+    "materialize",
+    "taylor2",
+    "vjp",
+    # critical points
+    "CriticalPoint",
+    "CriticalPointKind",
+    "classify_critical_point",
+    "critical_point_code",
+]
