@@ -7,6 +7,7 @@ critical-point classification), linear algebra on curvature operators
 jittable, vmappable solve loops.
 """
 
+from newtonjax import linalg
 from newtonjax._critical import (
     CriticalPoint,
     CriticalPointKind,
@@ -36,6 +37,13 @@ from newtonjax._objectives import (
     LeastSquaresObjective,
     composite_objective,
     least_squares_objective,
+)
+from newtonjax._transforms._newton import NewtonInfo, ScaleByNewtonState, newton, scale_by_newton
+from newtonjax._transforms._trust_region import (
+    ScaleByTrustRegionState,
+    TrustRegionInfo,
+    scale_by_trust_region,
+    trust_region,
 )
 from newtonjax._version import __version__
 
@@ -68,4 +76,15 @@ __all__ = [
     "CriticalPointKind",
     "classify_critical_point",
     "critical_point_code",
+    # linear algebra
+    "linalg",
+    # update rules
+    "NewtonInfo",
+    "ScaleByNewtonState",
+    "newton",
+    "scale_by_newton",
+    "ScaleByTrustRegionState",
+    "TrustRegionInfo",
+    "scale_by_trust_region",
+    "trust_region",
 ]

@@ -1,0 +1,1 @@
+"""Update rules as optax ``GradientTransformationExtraArgs`` (layer 4)."""

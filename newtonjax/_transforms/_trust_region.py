@@ -1,0 +1,253 @@
+"""Trust-region Newton as an optax transform: ``scale_by_trust_region`` / ``trust_region``.
+
+Descent × search, in optimistix's terms: the descent minimizes the quadratic model
+``m(p) = f + g·p + ½ pᵀHp`` within ``‖p‖ ≤ Δ`` (the subproblem), the search is the
+classical trust-region radius update of Nocedal & Wright (2006), Alg. 4.1:
+
+    ρ = (f(θ) − f(θ + p)) / (m(0) − m(p))
+    ρ < ¼            →  Δ ← ¼ Δ
+    ρ > ¾, ‖p‖ = Δ    →  Δ ← min(2Δ, Δ_max)
+    accept p          iff ρ > η
+
+Subproblems: ``"exact"`` (Moré–Sorensen on the dense Hessian, hard case included),
+``"steihaug_cg"`` (truncated CG, matrix-free), ``"dogleg"`` and ``"cauchy"``.
+A non-finite trial value counts as ``ρ = −∞``: the step is rejected, the radius
+shrinks and ``info.rejected`` says so.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from newtonjax import linalg
+from newtonjax._curvature import hessian_operator
+from newtonjax._transforms._common import (
+    acceptance,
+    bind_value_fn,
+    check_choice,
+    check_positive,
+    trial_value,
+)
+from newtonjax._tree import PyTree, tree_dtype, tree_norm, tree_ravel, tree_scale, tree_where
+
+__all__ = ["TrustRegionInfo", "ScaleByTrustRegionState", "scale_by_trust_region", "trust_region"]
+
+SUBPROBLEMS = ("exact", "steihaug_cg", "dogleg", "cauchy")
+
+
+class TrustRegionInfo(NamedTuple):
+    """Diagnostics of the last trust-region step (all scalars).
+
+    Attributes:
+      rho: gain ratio actual / predicted reduction (``-inf`` for a non-finite trial).
+      predicted_reduction: ``m(0) − m(p)``.
+      actual_reduction: ``f(θ) − f(θ + p)``.
+      step_norm: ``‖p‖``.
+      rejected: whether the step was rejected (the update is zero).
+      cg_steps: CG iterations of the subproblem solver (0 where none ran).
+      subproblem_status: :class:`newtonjax.linalg.SolverStatus` code (why CG
+        stopped: converged, boundary, negative curvature, max steps).
+    """
+
+    rho: jax.Array
+    predicted_reduction: jax.Array
+    actual_reduction: jax.Array
+    step_norm: jax.Array
+    rejected: jax.Array
+    cg_steps: jax.Array
+    subproblem_status: jax.Array
+
+
+class ScaleByTrustRegionState(NamedTuple):
+    """State of :func:`scale_by_trust_region`.
+
+    Attributes:
+      radius: the trust-region radius Δ for the next step.
+      info: diagnostics of the last step.
+    """
+
+    radius: jax.Array
+    info: TrustRegionInfo
+
+
+def _initial_info(dtype) -> TrustRegionInfo:
+    zero = jnp.zeros((), dtype)
+    return TrustRegionInfo(
+        rho=zero,
+        predicted_reduction=zero,
+        actual_reduction=zero,
+        step_norm=zero,
+        rejected=jnp.zeros((), bool),
+        cg_steps=jnp.zeros((), jnp.int32),
+        subproblem_status=jnp.zeros((), jnp.int32),
+    )
+
+
+def update_radius(radius, rho, step_norm, max_radius):
+    """Nocedal & Wright (2006) Alg. 4.1 radius rule (``-inf``/NaN ρ shrinks)."""
+    on_boundary = step_norm >= 0.99 * radius
+    shrink = ~(rho >= 0.25)
+    grow = (rho > 0.75) & on_boundary
+    # After a shrink the radius is also capped by the rejected step's length, so a
+    # tiny interior step that failed does not leave a much larger radius behind.
+    shrunk = 0.25 * jnp.minimum(radius, jnp.where(step_norm > 0, step_norm, radius))
+    return jnp.where(shrink, shrunk, jnp.where(grow, jnp.minimum(2.0 * radius, max_radius), radius))
+
+
+def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
+    """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status."""
+    if subproblem == "exact":
+        g_flat, unravel = tree_ravel(g)
+        result = linalg.trust_region_exact(op.as_matrix(), g_flat, radius)
+        step = unravel(result.step.astype(g_flat.dtype))
+        return step, result.predicted_reduction, jnp.zeros((), jnp.int32), result.status
+    if subproblem == "steihaug_cg":
+        result = linalg.steihaug_cg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
+        return result.step, result.predicted_reduction, result.num_steps, result.status
+    if subproblem == "dogleg":
+        result = linalg.dogleg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
+    else:
+        result = linalg.cauchy_point(op.matvec, g, radius)
+    return result.step, result.predicted_reduction, result.num_steps, result.status
+
+
+def scale_by_trust_region(
+    initial_radius: float | jax.Array = 1.0,
+    max_radius: float | jax.Array = 1e10,
+    *,
+    subproblem: str = "exact",
+    eta: float | jax.Array = 1e-4,
+    max_cg_steps: int | None = None,
+    cg_rtol: float | jax.Array | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Trust-region step from the Hessian of ``value_fn``, tested before it is taken.
+
+    The incoming updates are taken as the gradient ``g``; the Hessian comes from
+    ``value_fn``. The output ``u`` has the gradient's sign: an accepted step ``p``
+    is returned as ``u = −p`` and a rejected one as zeros, so the alias uses
+    ``learning_rate = 1``. Rescaling ``u`` or a line search after this block
+    changes a step that was already tested at ``params − u``.
+
+    Args:
+      initial_radius: Δ₀.
+      max_radius: Δ_max.
+      subproblem: ``"exact"`` (dense, small ``n``), ``"steihaug_cg"`` (matrix-free),
+        ``"dogleg"`` or ``"cauchy"``.
+      eta: acceptance threshold η on ρ, in ``[0, ¼)``.
+      max_cg_steps: CG cap for ``"steihaug_cg"`` and ``"dogleg"``.
+      cg_rtol: CG relative tolerance for those.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
+      ``value_fn=``.
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, Alg. 4.1 (radius update),
+      §4.1 (Cauchy point, dogleg), Alg. 4.3 (exact), Alg. 7.2 (Steihaug CG);
+      Moré & Sorensen (1983).
+    """
+    fn_name = "scale_by_trust_region"
+    check_choice(fn_name, "subproblem", subproblem, SUBPROBLEMS)
+    check_positive(fn_name, "initial_radius", initial_radius)
+    check_positive(fn_name, "max_radius", max_radius)
+    check_positive(fn_name, "eta", eta, allow_zero=True)
+    if isinstance(eta, float) and eta >= 0.25:
+        raise ValueError(f"{fn_name}: eta must be in [0, 0.25), got {eta}")
+    if max_cg_steps is not None and max_cg_steps < 1:
+        raise ValueError(f"{fn_name}: max_cg_steps must be >= 1, got {max_cg_steps}")
+
+    def init_fn(params: PyTree) -> ScaleByTrustRegionState:
+        dtype = tree_dtype(params)
+        return ScaleByTrustRegionState(
+            radius=jnp.asarray(initial_radius, dtype), info=_initial_info(dtype)
+        )
+
+    def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
+        del grad
+        if params is None:
+            raise ValueError(f"{fn_name}: update() needs params")
+        fn = bind_value_fn(fn_name, value_fn, extra)
+        dtype = tree_dtype(params)
+        op = hessian_operator(fn, params)
+        f0 = op.value if value is None else jnp.asarray(value, dtype)
+        radius = state.radius
+        step, predicted, cg_steps, status = _solve_subproblem(
+            subproblem, op, updates, radius, cg_rtol, max_cg_steps
+        )
+        u = tree_scale(-1.0, step)
+        new_value = trial_value(fn, params, u)
+        rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
+        step_norm = tree_norm(step)
+        new_radius = update_radius(radius, rho, step_norm, jnp.asarray(max_radius, dtype))
+        u = tree_where(accepted, u, jax.tree.map(jnp.zeros_like, u))
+        info = TrustRegionInfo(
+            rho=rho.astype(dtype),
+            predicted_reduction=predicted.astype(dtype),
+            actual_reduction=actual.astype(dtype),
+            step_norm=step_norm.astype(dtype),
+            rejected=~accepted,
+            cg_steps=jnp.asarray(cg_steps, jnp.int32),
+            subproblem_status=jnp.asarray(status, jnp.int32),
+        )
+        return u, ScaleByTrustRegionState(radius=new_radius.astype(dtype), info=info)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def trust_region(
+    initial_radius: float | jax.Array = 1.0,
+    max_radius: float | jax.Array = 1e10,
+    *,
+    subproblem: str = "exact",
+    eta: float | jax.Array = 1e-4,
+    max_cg_steps: int | None = None,
+    cg_rtol: float | jax.Array | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Trust-region Newton method (Nocedal & Wright 2006, Alg. 4.1).
+
+    Each step minimizes ``m(p) = f + g·p + ½ pᵀ∇²f p`` subject to ``‖p‖ ≤ Δ``, takes
+    it if the gain ratio ρ exceeds ``eta`` and adapts Δ from ρ. The step is tested
+    inside the block, so the learning rate is fixed at 1: ``optax.apply_updates``
+    never increases the loss.
+
+    Args:
+      initial_radius: Δ₀.
+      max_radius: Δ_max.
+      subproblem: ``"exact"`` | ``"steihaug_cg"`` | ``"dogleg"`` | ``"cauchy"``.
+      eta: acceptance threshold η.
+      max_cg_steps: CG cap for ``"steihaug_cg"``/``"dogleg"``.
+      cg_rtol: CG tolerance for those.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
+      ``value_fn=``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import newtonjax as nj
+      >>> f = lambda w: jnp.sum((w - jnp.array([1.0, 2.0])) ** 2)
+      >>> opt = nj.trust_region(initial_radius=10.0)
+      >>> w = jnp.zeros(2)
+      >>> state = opt.init(w)
+      >>> updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
+      >>> optax.apply_updates(w, updates)
+      Array([1., 2.], dtype=float32)
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, Ch. 4 and §7.1.
+    """
+    return optax.chain(
+        scale_by_trust_region(
+            initial_radius,
+            max_radius,
+            subproblem=subproblem,
+            eta=eta,
+            max_cg_steps=max_cg_steps,
+            cg_rtol=cg_rtol,
+        ),
+        optax.scale(-1.0),
+    )

@@ -1,0 +1,204 @@
+"""Trust-region transform: convergence, monotone loss, NaN handling, optax protocol."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import newtonjax as nj
+from newtonjax.linalg import SolverStatus
+
+SUBPROBLEMS = ["exact", "steihaug_cg", "dogleg", "cauchy"]
+
+
+def rosenbrock(w):
+    return jnp.sum(100.0 * (w[1:] - w[:-1] ** 2) ** 2 + (1.0 - w[:-1]) ** 2)
+
+
+def run(opt, f, w0, steps):
+    state = opt.init(w0)
+
+    @jax.jit
+    def step(w, state):
+        updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
+        return optax.apply_updates(w, updates), state
+
+    values, infos = [float(f(w0))], []
+    w = w0
+    for _ in range(steps):
+        w, state = step(w, state)
+        values.append(float(f(w)))
+        infos.append(state[0].info)
+    return w, state, np.array(values), infos
+
+
+def run_scan(opt, f, w0, steps):
+    """``steps`` updates in one compiled scan; returns the final point and all values."""
+
+    def body(carry, _):
+        w, state = carry
+        u, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
+        w = optax.apply_updates(w, u)
+        return (w, state), f(w)
+
+    (w, _), values = jax.jit(lambda w: jax.lax.scan(body, (w, opt.init(w)), None, length=steps))(w0)
+    return w, np.concatenate([[float(f(w0))], np.asarray(values)])
+
+
+@pytest.mark.parametrize("subproblem", SUBPROBLEMS)
+def test_rosenbrock_converges_monotonically(subproblem):
+    # The Cauchy point is steepest descent with a model line search: linear
+    # convergence at rate ~(κ-1)/(κ+1) with κ ≈ 2500 at the minimizer, so it needs
+    # tens of thousands of (cheap) steps to reach 1e-10.
+    steps = 60_000 if subproblem == "cauchy" else 200
+    w, values = run_scan(nj.trust_region(subproblem=subproblem), rosenbrock, jnp.array([-1.2, 1.0]), steps)
+    assert np.max(np.abs(np.asarray(w) - 1.0)) < 1e-10
+    assert np.all(np.diff(values) <= 0.0), "the loss increased on an accepted step"
+
+
+@pytest.mark.parametrize("subproblem", ["exact", "steihaug_cg", "dogleg"])
+def test_rosenbrock_fast_subproblems_reach_1e10(subproblem):
+    w, _, values, _ = run(nj.trust_region(subproblem=subproblem), rosenbrock, jnp.array([-1.2, 1.0]), 100)
+    assert np.max(np.abs(np.asarray(w) - 1.0)) < 1e-10
+    assert values[-1] < 1e-20
+
+
+def test_exact_step_matches_closed_form_quadratic():
+    a = np.array([[3.0, 1.0], [1.0, 2.0]])
+    f = lambda w: 0.5 * w @ jnp.asarray(a) @ w  # noqa: E731
+    w0 = jnp.array([10.0, -4.0])
+    tx = nj.scale_by_trust_region(initial_radius=100.0)
+    u, state = tx.update(jax.grad(f)(w0), tx.init(w0), w0, value_fn=f)
+    np.testing.assert_allclose(u, w0, rtol=1e-12)  # full Newton step: -u lands on 0
+    np.testing.assert_allclose(state.info.rho, 1.0, rtol=1e-12)
+    # Radius grows only for boundary steps: this one was interior.
+    np.testing.assert_allclose(state.radius, 100.0)
+
+
+def test_saddle_start_moves_off_saddle():
+    f = lambda w: w[0] ** 2 - w[1] ** 2 + w[1] ** 4  # noqa: E731
+    for sub in ("exact", "steihaug_cg"):
+        w, _, values, _ = run(nj.trust_region(subproblem=sub), f, jnp.array([0.5, 0.0]), 60)
+        # Exact: the hard case at the start puts the step along the y-axis eigenvector.
+        if sub == "exact":
+            np.testing.assert_allclose(jnp.abs(w), [0.0, 1 / np.sqrt(2.0)], atol=1e-9)
+        assert np.all(np.diff(values) <= 0.0)
+
+
+def test_nan_trial_is_rejected_and_radius_shrinks():
+    # The objective is NaN outside |w| < 2: a long first step must be rejected.
+    # log-cosh: the Newton step from far away overshoots by a factor sinh·cosh.
+    f = lambda w: jnp.where(  # noqa: E731
+        jnp.sum(w**2) < 4.0, jnp.sum(jnp.log(jnp.cosh(w - 1.2))), jnp.nan
+    )
+    w0 = jnp.array([-1.0, -1.0])
+    tx = nj.scale_by_trust_region(initial_radius=10.0)
+    state = tx.init(w0)
+    u, state = tx.update(jax.grad(f)(w0), state, w0, value_fn=f)
+    assert bool(state.info.rejected)
+    np.testing.assert_array_equal(u, 0.0)
+    assert float(state.info.rho) == -np.inf
+    assert float(state.radius) < 10.0
+    w, _, values, infos = run(nj.trust_region(initial_radius=10.0), f, w0, 40)
+    assert np.all(np.isfinite(w))
+    np.testing.assert_allclose(w, [1.2, 1.2], atol=1e-12)
+    assert any(bool(i.rejected) for i in infos)
+
+
+def test_steihaug_reports_cg_steps_and_status():
+    w0 = jnp.array([-1.2, 1.0, 0.5, 0.3])
+    _, state, _, infos = run(nj.trust_region(subproblem="steihaug_cg", initial_radius=0.1), rosenbrock, w0, 3)
+    statuses = {int(i.subproblem_status) for i in infos}
+    assert statuses <= {SolverStatus.CONVERGED, SolverStatus.BOUNDARY, SolverStatus.NEGATIVE_CURVATURE, SolverStatus.MAX_STEPS}
+    assert SolverStatus.BOUNDARY in statuses  # the small radius binds
+    assert all(int(i.cg_steps) >= 1 for i in infos)
+
+
+class TestProtocol(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_same_with_and_without_jit(self):
+        tx = nj.trust_region(subproblem="steihaug_cg")
+        w = jnp.array([-1.2, 1.0])
+        state = tx.init(w)
+        upd = self.variant(lambda g, s, p: tx.update(g, s, p, value_fn=rosenbrock))
+        u, state = upd(jax.grad(rosenbrock)(w), state, w)
+        u_ref, state_ref = tx.update(jax.grad(rosenbrock)(w), tx.init(w), w, value_fn=rosenbrock)
+        np.testing.assert_allclose(u, u_ref, rtol=1e-12)
+        np.testing.assert_allclose(state[0].radius, state_ref[0].radius)
+
+    def test_vmap_over_problems_matches_loop(self):
+        tx = nj.trust_region()
+        shifts = jnp.array([0.0, 0.5, -0.3])
+
+        def f(w, s):
+            return rosenbrock(w - s)
+
+        def solve(s):
+            w = jnp.array([-1.2, 1.0])
+            state = tx.init(w)
+
+            def body(carry, _):
+                w, state = carry
+                u, state = tx.update(jax.grad(f)(w, s), state, w, value_fn=lambda p: f(p, s))
+                return (optax.apply_updates(w, u), state), None
+
+            (w, _), _ = jax.lax.scan(body, (w, state), None, length=60)
+            return w
+
+        batched = jax.jit(jax.vmap(solve))(shifts)
+        for i, s in enumerate(shifts):
+            np.testing.assert_allclose(batched[i], jax.jit(solve)(s), rtol=1e-12)
+            np.testing.assert_allclose(batched[i], 1.0 + s, atol=1e-9)
+
+    def test_no_recompile_and_inject_hyperparams(self):
+        opt = optax.inject_hyperparams(nj.trust_region, static_args=("subproblem",))(
+            initial_radius=1.0, subproblem="dogleg"
+        )
+        traces = []
+
+        def f(w):
+            traces.append(1)
+            return rosenbrock(w)
+
+        @jax.jit
+        def step(w, state):
+            updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
+            return optax.apply_updates(w, updates), state
+
+        w = jnp.array([-1.2, 1.0])
+        w, state = step(w, opt.init(w))
+        n = len(traces)
+        for _ in range(60):
+            w, state = step(w, state)
+        assert len(traces) == n
+        np.testing.assert_allclose(w, [1.0, 1.0], atol=1e-9)
+
+    def test_masked_and_extra_kwargs(self):
+        def f(p, scale):
+            return scale * jnp.sum((p["w"] - 2.0) ** 2) + jnp.sum(p["frozen"] ** 2)
+
+        params = {"w": jnp.zeros(2), "frozen": jnp.ones(1)}
+        opt = optax.masked(nj.trust_region(initial_radius=10.0), {"w": True, "frozen": False})
+        state = opt.init(params)
+        # masked passes only the selected leaves to the inner update; its value_fn
+        # must take that sub-tree, so a masked trust region needs a matching value_fn.
+        g = jax.grad(f)(params, 3.0)
+        sub_f = lambda p, scale: f({"w": p["w"], "frozen": params["frozen"]}, scale)  # noqa: E731
+        updates, state = opt.update(g, state, params, value_fn=sub_f, scale=3.0)
+        new = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(new["w"], [2.0, 2.0], rtol=1e-12)
+
+    def test_float32_smoke(self):
+        w, _, values, _ = run(nj.trust_region(), rosenbrock, jnp.array([-1.2, 1.0], jnp.float32), 80)
+        assert w.dtype == jnp.float32
+        np.testing.assert_allclose(w, [1.0, 1.0], atol=1e-3)
+
+    def test_bad_options(self):
+        with pytest.raises(ValueError, match="subproblem.*valid choices"):
+            nj.trust_region(subproblem="newton")
+        with pytest.raises(ValueError, match="initial_radius"):
+            nj.trust_region(initial_radius=0.0)
+        with pytest.raises(ValueError, match="eta"):
+            nj.trust_region(eta=0.5)
