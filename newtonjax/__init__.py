@@ -38,6 +38,12 @@ from newtonjax._objectives import (
     composite_objective,
     least_squares_objective,
 )
+from newtonjax._spectrum import (
+    SpectralDensity,
+    hessian_eigenvalues,
+    hessian_spectral_density,
+    hessian_trace,
+)
 from newtonjax._transforms._newton import NewtonInfo, ScaleByNewtonState, newton, scale_by_newton
 from newtonjax._transforms._trust_region import (
     ScaleByTrustRegionState,
@@ -76,6 +82,11 @@ __all__ = [
     "CriticalPointKind",
     "classify_critical_point",
     "critical_point_code",
+    # spectrum
+    "SpectralDensity",
+    "hessian_eigenvalues",
+    "hessian_spectral_density",
+    "hessian_trace",
     # linear algebra
     "linalg",
     # update rules
