@@ -38,11 +38,28 @@ from newtonjax._objectives import (
     composite_objective,
     least_squares_objective,
 )
+from newtonjax._solve import METHODS, SolveResult, Status, least_squares, minimize
 from newtonjax._spectrum import (
     SpectralDensity,
     hessian_eigenvalues,
     hessian_spectral_density,
     hessian_trace,
+)
+from newtonjax._transforms._gauss_newton import (
+    GaussNewtonInfo,
+    LevenbergMarquardtInfo,
+    ScaleByGaussNewtonState,
+    ScaleByLevenbergMarquardtState,
+    gauss_newton,
+    levenberg_marquardt,
+    scale_by_gauss_newton,
+    scale_by_levenberg_marquardt,
+)
+from newtonjax._transforms._hessian_free import (
+    HessianFreeInfo,
+    ScaleByHessianFreeState,
+    hessian_free,
+    scale_by_hessian_free,
 )
 from newtonjax._transforms._newton import NewtonInfo, ScaleByNewtonState, newton, scale_by_newton
 from newtonjax._transforms._trust_region import (
@@ -98,4 +115,22 @@ __all__ = [
     "TrustRegionInfo",
     "scale_by_trust_region",
     "trust_region",
+    "GaussNewtonInfo",
+    "ScaleByGaussNewtonState",
+    "gauss_newton",
+    "scale_by_gauss_newton",
+    "LevenbergMarquardtInfo",
+    "ScaleByLevenbergMarquardtState",
+    "levenberg_marquardt",
+    "scale_by_levenberg_marquardt",
+    "HessianFreeInfo",
+    "ScaleByHessianFreeState",
+    "hessian_free",
+    "scale_by_hessian_free",
+    # solve loops
+    "METHODS",
+    "SolveResult",
+    "Status",
+    "least_squares",
+    "minimize",
 ]

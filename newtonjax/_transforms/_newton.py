@@ -271,8 +271,8 @@ def newton(
       >>> w = jnp.zeros(3)
       >>> state = opt.init(w)
       >>> updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
-      >>> optax.apply_updates(w, updates)
-      Array([1., 2., 3.], dtype=float32)
+      >>> print(jnp.round(optax.apply_updates(w, updates), 5))
+      [1. 2. 3.]
 
     References:
       Nocedal & Wright (2006), Numerical Optimization, §3.3–3.4, Alg. 3.1 and 7.1.

@@ -1,0 +1,655 @@
+"""Solve loops: ``minimize`` and ``least_squares`` (layer 5).
+
+Each solve is one ``lax.while_loop`` around an optax update rule, so it runs inside
+``jit`` without host round-trips, batches under ``vmap`` (a finished problem's carry
+is frozen by the loop's batching rule while the others go on), and is
+differentiable with respect to ``args`` by the implicit function theorem: at a
+minimizer ``∇ₓf(x*, a) = 0``, so ``∂x*/∂a = −H⁻¹ ∂²f/∂x∂a`` and a reverse-mode
+cotangent ``x̄`` needs one solve ``H v = x̄`` and one mixed vector product
+(Blondel et al. 2022, "Efficient and modular implicit differentiation", §2).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from newtonjax import linalg
+from newtonjax._curvature import hessian_operator
+from newtonjax._objectives import CompositeObjective, LeastSquaresObjective
+from newtonjax._transforms._gauss_newton import gauss_newton, levenberg_marquardt
+from newtonjax._transforms._hessian_free import hessian_free
+from newtonjax._transforms._newton import newton
+from newtonjax._transforms._trust_region import trust_region
+from newtonjax._tree import (
+    PyTree,
+    check_float_tree,
+    check_scalar_output,
+    tree_add,
+    tree_dtype,
+    tree_max_abs,
+    tree_norm,
+    tree_ravel,
+    tree_size,
+    tree_vdot,
+    tree_where,
+)
+
+__all__ = ["Status", "SolveResult", "minimize", "least_squares", "METHODS"]
+
+
+class Status(enum.IntEnum):
+    """Why a solve stopped (``result.status``; ``result.message`` reads it)."""
+
+    GTOL = 0
+    FTOL = 1
+    XTOL = 2
+    MAX_STEPS = 3
+    NONFINITE = 4
+    STALLED = 5
+
+
+_MESSAGES = {
+    Status.GTOL: "converged: gradient norm ‖∇f‖∞ <= gtol",
+    Status.FTOL: "converged: relative decrease of f <= ftol",
+    Status.XTOL: "converged: relative step size <= xtol",
+    Status.MAX_STEPS: "stopped: maxiter iterations reached",
+    Status.NONFINITE: "failed: a non-finite value or gradient appeared; the last finite "
+    "params are returned",
+    Status.STALLED: "stopped: no progress possible (rounding limit) before the tolerances "
+    "were met",
+}
+
+_RUNNING = -1
+
+
+class SolveResult(NamedTuple):
+    """Result of :func:`minimize` and :func:`least_squares` (a pytree: jit/vmap-able).
+
+    Attributes:
+      params: the solution (structure of ``x0``).
+      value: ``f`` at ``params`` (``½‖r‖²`` for least squares).
+      grad: ``∇f`` at ``params``.
+      grad_norm: ``‖∇f‖∞`` at ``params``.
+      num_steps: iterations run (rejected steps included).
+      success: whether a convergence test (gtol, ftol, xtol) stopped the solve.
+      status: a :class:`Status` code.
+      num_fun: objective evaluations.
+      num_grad: gradient evaluations.
+      num_curvature: Hessian, GGN or Jacobian products (a dense ``n × n`` matrix
+        counts ``n``).
+      history: per-iteration records (``value``, ``grad_norm``, ``step_norm``,
+        ``damping_or_radius``; NaN past ``num_steps``) when ``history=True``,
+        else ``None``.
+    """
+
+    params: PyTree
+    value: jax.Array
+    grad: PyTree
+    grad_norm: jax.Array
+    num_steps: jax.Array
+    success: jax.Array
+    status: jax.Array
+    num_fun: jax.Array
+    num_grad: jax.Array
+    num_curvature: jax.Array
+    history: dict[str, jax.Array] | None = None
+
+    @property
+    def message(self) -> str | list[str]:
+        """The status as text (on the host; a list for a batch of results)."""
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return _MESSAGES[Status(int(codes))]
+        return [_MESSAGES[Status(int(c))] for c in codes.ravel()]
+
+
+# ------------------------------------------------------------------------ methods
+
+
+def _trust_region_method(n, subproblem=None, **options):
+    if subproblem is None:
+        subproblem = "exact" if n <= 1000 else "steihaug_cg"
+    return trust_region(subproblem=subproblem, **options)
+
+
+METHODS: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
+    "newton": lambda n, **o: newton(**o),
+    "newton_cg": lambda n, **o: newton(**{"solver": "cg", **o}),
+    "trust_region": _trust_region_method,
+    "gauss_newton": lambda n, **o: gauss_newton(**o),
+    "levenberg_marquardt": lambda n, **o: levenberg_marquardt(**o),
+    "hessian_free": lambda n, **o: hessian_free(**o),
+}
+_STRUCTURED = ("gauss_newton", "levenberg_marquardt")
+
+
+def _build_method(fn_name, method, n, options):
+    if isinstance(method, optax.GradientTransformation):
+        if options:
+            raise ValueError(f"{fn_name}: options apply to named methods, not to a transform")
+        return method
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(
+            f"{fn_name}: unknown method {method!r}; valid methods: "
+            + ", ".join(repr(m) for m in METHODS)
+            + ", or any optax.GradientTransformation"
+        )
+    try:
+        return METHODS[method](n, **options)
+    except TypeError as err:
+        raise TypeError(f"{fn_name}: bad option for method {method!r}: {err}") from None
+
+
+# -------------------------------------------------------------------- tolerances
+
+
+def default_tolerances(dtype) -> dict[str, float]:
+    """Stopping defaults: tight in float64, loose in float32 (and below).
+
+    ``gtol`` is absolute on ``‖∇f‖∞``; ``ftol`` and ``xtol`` are relative.
+    """
+    if jnp.finfo(dtype).bits >= 64:
+        return {"gtol": 1e-10, "ftol": 1e-14, "xtol": 1e-12}
+    return {"gtol": 1e-5, "ftol": 1e-7, "xtol": 1e-6}
+
+
+def _check_tolerance(fn_name, name, value):
+    if isinstance(value, (int, float)) and (value < 0 or value != value):
+        raise ValueError(f"{fn_name}: {name} must be >= 0, got {value}")
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+def _check_finite(fn_name, name, tree):
+    if _is_concrete(tree):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            arr = np.asarray(leaf)
+            if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+                where = jax.tree_util.keystr(path) or ""
+                bad = int(np.sum(~np.isfinite(arr)))
+                raise ValueError(f"{fn_name}: {name}{where} has {bad} non-finite value(s)")
+
+
+# ------------------------------------------------------------------- the loop
+
+
+class _Carry(NamedTuple):
+    params: PyTree
+    opt_state: Any
+    value: jax.Array
+    grad: PyTree
+    step: jax.Array
+    status: jax.Array
+    stall: jax.Array
+    num_fun: jax.Array
+    num_grad: jax.Array
+    num_curvature: jax.Array
+    history: Any
+
+
+def _info_field(state, names):
+    """First scalar field with one of ``names`` found in the (nested) optax state."""
+    found = []
+
+    def visit(node):
+        if found:
+            return
+        if hasattr(node, "_fields"):
+            for name in names:
+                if name in node._fields:
+                    value = getattr(node, name)
+                    if hasattr(value, "shape") and value.shape == ():
+                        found.append(value)
+                        return
+            for child in node:
+                visit(child)
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(state)
+    return found[0] if found else None
+
+
+def _dense_products(method, options, n) -> int:
+    """Curvature products a named method spends per step outside any CG loop."""
+    if not isinstance(method, str):
+        return 0
+    if method == "newton":
+        return n if options.get("solver", "dense") == "dense" else 0
+    if method == "trust_region":
+        sub = options.get("subproblem") or ("exact" if n <= 1000 else "steihaug_cg")
+        return {"exact": n, "cauchy": 1}.get(sub, 0)
+    if method in _STRUCTURED:
+        return n if options.get("solver", "dense") == "dense" else 0
+    return 0
+
+
+def _run(
+    fn_name,
+    value_fn,
+    x0,
+    tx,
+    dense_products,
+    tolerances,
+    maxiter,
+    stall_limit,
+    history,
+    verbose,
+    tests_trial,
+):
+    """The while loop shared by ``minimize`` and ``least_squares``."""
+    dtype = tree_dtype(x0)
+    gtol, ftol, xtol = (jnp.asarray(tolerances[k], dtype) for k in ("gtol", "ftol", "xtol"))
+    value_and_grad = jax.value_and_grad(value_fn)
+    value0, grad0 = value_and_grad(x0)
+    tiny = jnp.finfo(dtype).tiny
+
+    finite0 = jnp.isfinite(value0) & jnp.all(jnp.isfinite(tree_ravel(grad0)[0]))
+    status0 = jnp.where(
+        ~finite0,
+        Status.NONFINITE,
+        jnp.where(tree_max_abs(grad0) <= gtol, Status.GTOL, _RUNNING),
+    ).astype(jnp.int32)
+
+    if history:
+        nan = jnp.full((maxiter + 1,), jnp.nan, dtype)
+        hist0 = {
+            "value": nan.at[0].set(value0),
+            "grad_norm": nan.at[0].set(tree_max_abs(grad0)),
+            "step_norm": nan,
+            "damping_or_radius": nan,
+        }
+    else:
+        hist0 = None
+
+    zero = jnp.zeros((), jnp.int32)
+    carry0 = _Carry(
+        params=x0,
+        opt_state=tx.init(x0),
+        value=value0,
+        grad=grad0,
+        step=zero,
+        status=status0,
+        stall=zero,
+        num_fun=jnp.ones((), jnp.int32),
+        num_grad=jnp.ones((), jnp.int32),
+        num_curvature=zero,
+        history=hist0,
+    )
+
+    def cond(c):
+        return c.status == _RUNNING
+
+    def body(c):
+        updates, opt_state = tx.update(
+            c.grad, c.opt_state, c.params, value_fn=value_fn, value=c.value, grad=c.grad
+        )
+        new_params = tree_add(c.params, updates)
+        new_value, new_grad = value_and_grad(new_params)
+        step_norm = tree_norm(updates)
+        moved = step_norm > 0
+        finite = (
+            jnp.isfinite(new_value)
+            & jnp.all(jnp.isfinite(tree_ravel(new_grad)[0]))
+            & jnp.all(jnp.isfinite(tree_ravel(new_params)[0]))
+        )
+        decreased = finite & (new_value <= c.value) & moved
+        f_scale = jnp.maximum(jnp.maximum(jnp.abs(c.value), jnp.abs(new_value)), tiny)
+        ftol_hit = decreased & (c.value - new_value <= ftol * f_scale)
+        # Componentwise relative step, so a large parameter cannot hide the motion
+        # of a small one (badly scaled problems such as NIST MGH10).
+        rel_step = tree_max_abs(
+            jax.tree.map(lambda u, x: jnp.abs(u) / (xtol + jnp.abs(x)), updates, new_params)
+        )
+        xtol_hit = decreased & (rel_step <= xtol)
+        gtol_hit = finite & (tree_max_abs(new_grad) <= gtol)
+        stall = jnp.where(decreased & (new_value < c.value), 0, c.stall + 1)
+        step = c.step + 1
+        status = jnp.select(
+            [~finite, gtol_hit, ftol_hit, xtol_hit, stall >= stall_limit, step >= maxiter],
+            [Status.NONFINITE, Status.GTOL, Status.FTOL, Status.XTOL, Status.STALLED,
+             Status.MAX_STEPS],
+            _RUNNING,
+        ).astype(jnp.int32)
+        # A non-finite point is never accepted: keep the last finite params.
+        params = tree_where(finite, new_params, c.params)
+        value = jnp.where(finite, new_value, c.value)
+        grad = tree_where(finite, new_grad, c.grad)
+        extra_fun = 1 if tests_trial else 0
+        cg_steps = _info_field(opt_state, ("cg_steps",))
+        num_curvature = c.num_curvature + dense_products
+        if cg_steps is not None:
+            num_curvature = num_curvature + cg_steps.astype(jnp.int32)
+        hist = c.history
+        if history:
+            dr = _info_field(opt_state, ("radius", "damping"))
+            hist = {
+                "value": hist["value"].at[step].set(value),
+                "grad_norm": hist["grad_norm"].at[step].set(tree_max_abs(grad)),
+                "step_norm": hist["step_norm"].at[step].set(step_norm),
+                "damping_or_radius": hist["damping_or_radius"].at[step].set(
+                    jnp.nan if dr is None else dr.astype(dtype)
+                ),
+            }
+        if verbose:
+            jax.debug.print(
+                fn_name + " step {k}: f = {f:.10e}  |g|inf = {g:.3e}  |step| = {s:.3e}",
+                k=step, f=value, g=tree_max_abs(grad), s=step_norm,
+            )
+        return _Carry(
+            params=params,
+            opt_state=opt_state,
+            value=value,
+            grad=grad,
+            step=step,
+            status=status,
+            stall=stall,
+            num_fun=c.num_fun + 1 + extra_fun,
+            num_grad=c.num_grad + 1,
+            num_curvature=num_curvature,
+            history=hist,
+        )
+
+    out = jax.lax.while_loop(cond, body, carry0)
+    status = out.status
+    return SolveResult(
+        params=out.params,
+        value=out.value,
+        grad=out.grad,
+        grad_norm=tree_max_abs(out.grad),
+        num_steps=out.step,
+        success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
+        status=status,
+        num_fun=out.num_fun,
+        num_grad=out.num_grad,
+        num_curvature=out.num_curvature,
+        history=out.history,
+    )
+
+
+# ------------------------------------------------------- implicit differentiation
+
+
+def _implicit_linear_solve(fun, x, args, rhs):
+    """Solve ``∇²f(x) v = rhs`` without NaN: damped Cholesky (small n) or CG."""
+    op = hessian_operator(fun, x, *args)
+    rhs_flat, unravel = tree_ravel(rhs)
+    n = rhs_flat.shape[0]
+    if n <= 2000:
+        hess = op.as_matrix()
+        eps = jnp.finfo(hess.dtype).eps
+        scale = jnp.maximum(jnp.max(jnp.abs(hess)), jnp.finfo(hess.dtype).tiny)
+        result = linalg.damped_cholesky_solve(hess, rhs_flat, damping=0.0)
+        # A singular Hessian (non-isolated minimizer): a damped solve, never NaN.
+        fallback = linalg.damped_cholesky_solve(hess, rhs_flat, damping=jnp.sqrt(eps) * scale)
+        ok = result.status == linalg.SolverStatus.CONVERGED
+        return unravel(jnp.where(ok, result.x, fallback.x))
+    return linalg.cg(op.matvec, rhs, max_steps=n).x
+
+
+def _differentiable(run_fn, fun):
+    """Wrap ``run_fn(x0, args) -> SolveResult`` with implicit reverse-mode derivatives."""
+
+    @jax.custom_vjp
+    def solve(x0, args):
+        return run_fn(x0, args)
+
+    def fwd(x0, args):
+        result = run_fn(x0, args)
+        return result, (result.params, x0, args)
+
+    def bwd(saved, result_bar):
+        x, x0, args = saved
+        x_bar = result_bar.params
+        value_bar = result_bar.value
+        v = _implicit_linear_solve(fun, x, args, x_bar)
+
+        def outputs(a):
+            grad_x = jax.grad(fun)(x, *a)
+            return tree_vdot(grad_x, v), fun(x, *a)
+
+        _, vjp_fn = jax.vjp(outputs, args)
+        (args_bar,) = vjp_fn((-jnp.ones((), tree_dtype(x)), value_bar))
+        return jax.tree.map(jnp.zeros_like, x0), args_bar
+
+    solve.defvjp(fwd, bwd)
+    return solve
+
+
+# ----------------------------------------------------------------- public API
+
+
+def _bind_args(fun, args):
+    if not args:
+        return fun
+    if isinstance(fun, LeastSquaresObjective):
+        return LeastSquaresObjective(lambda p: fun.model_fn(p, *args))
+    if isinstance(fun, CompositeObjective):
+        return CompositeObjective(lambda p: fun.model_fn(p, *args), fun.output_loss_fn)
+    return lambda p: fun(p, *args)
+
+
+def _solve(
+    fn_name,
+    fun,
+    x0,
+    args,
+    method,
+    options,
+    maxiter,
+    gtol,
+    ftol,
+    xtol,
+    stall_limit,
+    history,
+    verbose,
+):
+    if not isinstance(args, tuple):
+        raise TypeError(f"{fn_name}: args must be a tuple, got {type(args).__name__}")
+    check_float_tree(fn_name, "x0", x0)
+    _check_finite(fn_name, "x0", x0)
+    _check_finite(fn_name, "args", args)
+    if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 1:
+        raise ValueError(f"{fn_name}: maxiter must be an int >= 1, got {maxiter!r}")
+    if not isinstance(stall_limit, int) or stall_limit < 1:
+        raise ValueError(f"{fn_name}: stall_limit must be an int >= 1, got {stall_limit!r}")
+    for name, value in (("gtol", gtol), ("ftol", ftol), ("xtol", xtol)):
+        _check_tolerance(fn_name, name, value)
+    options = dict(options or {})
+    n = tree_size(x0)
+    if isinstance(method, str) and method in _STRUCTURED and not isinstance(fun, CompositeObjective):
+        raise TypeError(
+            f"{fn_name}: method {method!r} needs the objective's structure; pass "
+            "nj.least_squares_objective(residual_fn) or "
+            "nj.composite_objective(model_fn, output_loss_fn) as fun, or call "
+            "nj.least_squares"
+        )
+    tx = _build_method(fn_name, method, n, options)
+    dense_products = _dense_products(method, options, n)
+    tests_trial = isinstance(method, str) and method in (
+        "trust_region", "levenberg_marquardt", "hessian_free"
+    )
+    bound = _bind_args(fun, args)
+    check_scalar_output(fn_name, jax.eval_shape(bound, x0))
+    defaults = default_tolerances(tree_dtype(x0))
+    tolerances = {
+        "gtol": defaults["gtol"] if gtol is None else gtol,
+        "ftol": defaults["ftol"] if ftol is None else ftol,
+        "xtol": defaults["xtol"] if xtol is None else xtol,
+    }
+
+    def run_fn(x0_, args_):
+        return _run(
+            fn_name,
+            _bind_args(fun, args_),
+            x0_,
+            tx,
+            dense_products,
+            tolerances,
+            maxiter,
+            stall_limit,
+            history,
+            verbose,
+            tests_trial,
+        )
+
+    plain = fun.__call__ if isinstance(fun, CompositeObjective) else fun
+    return _differentiable(run_fn, plain)(x0, args)
+
+
+def minimize(
+    fun: Callable[..., jax.Array],
+    x0: PyTree,
+    *,
+    args: tuple = (),
+    method: str | optax.GradientTransformation = "trust_region",
+    options: dict[str, Any] | None = None,
+    maxiter: int = 200,
+    gtol: float | jax.Array | None = None,
+    ftol: float | jax.Array | None = None,
+    xtol: float | jax.Array | None = None,
+    stall_limit: int = 25,
+    history: bool = False,
+    verbose: bool = False,
+) -> SolveResult:
+    """Minimize ``fun(x, *args)`` from ``x0`` with a second-order method.
+
+    One ``lax.while_loop`` over an update rule; works under ``jit`` and ``vmap``
+    (over ``x0`` and ``args``), and ``jax.grad``/``jax.jacobian`` of the result with
+    respect to ``args`` use the implicit function theorem, not unrolling.
+
+    Stopping rules (first hit wins): ``‖∇f‖∞ <= gtol`` (absolute); an accepted step
+    with ``f_old − f_new <= ftol·max(|f_old|, |f_new|)``; an accepted step with
+    ``‖Δx‖ <= xtol·(xtol + ‖x‖)``; ``stall_limit`` consecutive iterations without
+    decrease (the rounding limit: ``Status.STALLED``); ``maxiter`` iterations
+    (rejected steps included). Defaults: float64 ``gtol=1e-10, ftol=1e-14,
+    xtol=1e-12``; float32 ``gtol=1e-5, ftol=1e-7, xtol=1e-6``.
+
+    Args:
+      fun: scalar objective ``fun(x, *args)``; for ``"gauss_newton"`` and
+        ``"levenberg_marquardt"`` an objective from ``least_squares_objective`` or
+        ``composite_objective``.
+      x0: starting point, any pytree of float arrays.
+      args: extra arguments of ``fun`` (a tuple); differentiable.
+      method: ``"newton"``, ``"newton_cg"``, ``"trust_region"`` (subproblem via
+        ``options={"subproblem": ...}``: ``"exact"`` by default for ``n <= 1000``,
+        else ``"steihaug_cg"``), ``"gauss_newton"``, ``"levenberg_marquardt"``,
+        ``"hessian_free"``, or any optax transform (the loop passes ``value_fn``,
+        ``value`` and ``grad``; its updates are added to ``x``).
+      options: keyword arguments of the method's alias (e.g. ``initial_radius``).
+      maxiter: iteration cap (static).
+      gtol: gradient tolerance.
+      ftol: relative function-decrease tolerance.
+      xtol: relative step tolerance.
+      stall_limit: iterations without decrease before ``Status.STALLED``.
+      history: record value, gradient norm, step norm and damping/radius per
+        iteration in ``result.history`` (arrays of length ``maxiter + 1``).
+      verbose: print each iteration with ``jax.debug.print``.
+
+    Returns:
+      A :class:`SolveResult`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import newtonjax as nj
+      >>> rosen = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+      >>> result = nj.minimize(rosen, jnp.array([-1.2, 1.0]))
+      >>> print(jnp.round(result.params, 4), bool(result.success))
+      [1. 1.] True
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, Ch. 3, 4, 7, 10;
+      Blondel et al. (2022), "Efficient and modular implicit differentiation".
+    """
+    return _solve(
+        "minimize", fun, x0, args, method, options, maxiter, gtol, ftol, xtol,
+        stall_limit, history, verbose,
+    )
+
+
+def least_squares(
+    residual_fn: Callable[..., PyTree],
+    x0: PyTree,
+    *,
+    args: tuple = (),
+    method: str | optax.GradientTransformation = "levenberg_marquardt",
+    options: dict[str, Any] | None = None,
+    maxiter: int = 200,
+    gtol: float | jax.Array | None = None,
+    ftol: float | jax.Array | None = None,
+    xtol: float | jax.Array | None = None,
+    stall_limit: int = 25,
+    history: bool = False,
+    verbose: bool = False,
+) -> SolveResult:
+    """Minimize ``½‖r(x, *args)‖²`` from ``x0``.
+
+    The same loop as :func:`minimize` on :func:`least_squares_objective`, so the
+    Gauss–Newton methods see the residual structure; ``result.value`` is
+    ``½‖r‖²`` (scipy's ``cost``). All stopping rules and defaults are those of
+    :func:`minimize`.
+
+    Args:
+      residual_fn: ``r(x, *args)``, an array or pytree of arrays (any shape).
+      x0: starting point, any pytree of float arrays.
+      args: extra arguments of ``residual_fn`` (data); differentiable.
+      method: ``"levenberg_marquardt"`` (default), ``"gauss_newton"``, or any
+        method of :func:`minimize`.
+      options: keyword arguments of the method's alias.
+      maxiter: iteration cap.
+      gtol: gradient tolerance (absolute, on ``‖Jᵀr‖∞``).
+      ftol: relative decrease tolerance.
+      xtol: relative step tolerance.
+      stall_limit: iterations without decrease before ``Status.STALLED``.
+      history: record per-iteration values.
+      verbose: print each iteration.
+
+    Returns:
+      A :class:`SolveResult`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import newtonjax as nj
+      >>> t = jnp.linspace(0.0, 1.0, 20)
+      >>> y = 2.0 * jnp.exp(-1.5 * t)
+      >>> res = nj.least_squares(lambda p, t, y: p[0] * jnp.exp(-p[1] * t) - y,
+      ...                        jnp.array([1.0, 1.0]), args=(t, y))
+      >>> print(jnp.round(res.params, 4))
+      [2.  1.5]
+
+    References:
+      Moré (1978), "The Levenberg–Marquardt algorithm: implementation and theory";
+      Nielsen (1999); Nocedal & Wright (2006), Ch. 10.
+    """
+    fn_name = "least_squares"
+    if not callable(residual_fn):
+        raise TypeError(f"{fn_name}: residual_fn must be callable, got {type(residual_fn).__name__}")
+    check_float_tree(fn_name, "x0", x0)
+    if isinstance(args, tuple):
+        out = jax.eval_shape(lambda p: residual_fn(p, *args), x0)
+        leaves = jax.tree.leaves(out)
+        if not leaves or sum(int(np.prod(leaf.shape)) for leaf in leaves) == 0:
+            raise ValueError(f"{fn_name}: residual_fn returned no residuals (shape {out})")
+        for leaf in leaves:
+            if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                raise TypeError(
+                    f"{fn_name}: residual_fn must return floating-point residuals, got {leaf.dtype}"
+                )
+    objective = LeastSquaresObjective(residual_fn)
+    return _solve(
+        fn_name, objective, x0, args, method, options, maxiter, gtol, ftol, xtol,
+        stall_limit, history, verbose,
+    )

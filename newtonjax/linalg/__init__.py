@@ -1,0 +1,59 @@
+"""Linear algebra on curvature operators (layer 2).
+
+Operators are callables ``matvec(v) -> H v`` on pytrees (any structure, float32 or
+float64); dense routines take an ``(n, n)`` matrix in ``ravel_pytree`` order. Every
+function is pure, works under ``jax.jit`` and ``jax.vmap``, never returns NaN for a
+singular or indefinite operator, and reports what happened through an int32
+:class:`SolverStatus` code.
+
+* Linear systems: :func:`cg` (with negative-curvature detection).
+* Trust-region subproblems (descent step ``p``, ``predicted_reduction >= 0``):
+  :func:`steihaug_cg`, :func:`cauchy_point`, :func:`dogleg`,
+  :func:`trust_region_exact` (dense, Moré–Sorensen with the hard case).
+* Dense modified Newton solves: :func:`damped_cholesky_solve`, :func:`eigh_solve`
+  (eigenvalue clip / shift / saddle-free ``|H|``).
+* Spectra: :func:`lanczos` (full reorthogonalization), :func:`tridiagonal_eigh`.
+"""
+
+from newtonjax.linalg._cg import CGResult, SolverStatus, cg
+from newtonjax.linalg._dense import (
+    DampedCholeskyResult,
+    EighSolveResult,
+    damped_cholesky_solve,
+    eigh_solve,
+)
+from newtonjax.linalg._lanczos import LanczosResult, TridiagonalEigh, lanczos, tridiagonal_eigh
+from newtonjax.linalg._trust_subproblem import (
+    SteihaugResult,
+    TrustRegionExactResult,
+    TrustRegionStepResult,
+    cauchy_point,
+    dogleg,
+    steihaug_cg,
+    trust_region_exact,
+)
+
+__all__ = [
+    "SolverStatus",
+    # linear systems
+    "CGResult",
+    "cg",
+    # trust-region subproblems
+    "SteihaugResult",
+    "steihaug_cg",
+    "TrustRegionStepResult",
+    "cauchy_point",
+    "dogleg",
+    "TrustRegionExactResult",
+    "trust_region_exact",
+    # dense solves
+    "DampedCholeskyResult",
+    "damped_cholesky_solve",
+    "EighSolveResult",
+    "eigh_solve",
+    # Lanczos
+    "LanczosResult",
+    "lanczos",
+    "TridiagonalEigh",
+    "tridiagonal_eigh",
+]

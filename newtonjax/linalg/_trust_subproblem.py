@@ -1,0 +1,745 @@
+r"""Trust-region subproblem solvers.
+
+Layer 2. Each solver approximately minimizes the quadratic model
+
+.. math::
+
+   m(p) = g^T p + \tfrac12 p^T H p \quad\text{subject to}\quad ‖p‖ <= Δ
+
+and returns the *descent* step ``p`` (``p ≈ -H^{-1} g`` in the interior) together
+with the predicted reduction ``m(0) - m(p) = -(gᵀp + ½ pᵀHp) >= 0``:
+
+* :func:`cauchy_point` — minimizer of the model along ``-g`` (N&W Alg. 4.2),
+* :func:`dogleg` — Powell's dogleg path through the Cauchy and Newton points
+  (N&W §4.1), for positive definite ``H``,
+* :func:`steihaug_cg` — truncated CG of Steihaug (1983) / Toint (1981) (N&W
+  Alg. 7.2) on an operator: matrix-free, any curvature,
+* :func:`trust_region_exact` — the nearly exact solution of Moré & Sorensen (1983)
+  on a dense ``H`` through its eigendecomposition, including the hard case
+  (N&W Alg. 4.3, §4.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from newtonjax._tree import (
+    PyTree,
+    check_same_structure,
+    tree_axpy,
+    tree_norm,
+    tree_scale,
+    tree_size,
+    tree_vdot,
+    tree_where,
+    tree_zeros_like,
+)
+from newtonjax.linalg._cg import (
+    SolverStatus,
+    _all_finite,
+    _cast_like,
+    _check_nonnegative,
+    _check_real_tree,
+    _check_steps,
+    _real_dtype,
+    _status,
+    _wrap_operator,
+    cg,
+)
+from newtonjax.linalg._dense import _check_matrix_and_rhs, _symmetrize
+
+__all__ = [
+    "SteihaugResult",
+    "steihaug_cg",
+    "TrustRegionStepResult",
+    "cauchy_point",
+    "dogleg",
+    "TrustRegionExactResult",
+    "trust_region_exact",
+]
+
+Array = jax.Array
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_RUNNING = -1
+
+
+def _safe(x: Array) -> Array:
+    """``x`` with zeros replaced by ones: a guard for divisions whose result is masked."""
+    return jnp.where(x == 0, jnp.ones_like(x), x)
+
+
+def _boundary_taus(zz: Array, zd: Array, dd: Array, radius: Array) -> tuple[Array, Array]:
+    r"""Roots ``τ_- <= 0 <= τ_+`` of ``‖z + τ d‖ = Δ`` for ``‖z‖ <= Δ``.
+
+    Solves ``dd τ² + 2 zd τ + (zz - Δ²) = 0`` without cancellation: with
+    ``s = sqrt(zd² - dd (zz - Δ²))`` and ``q = -(zd + sign(zd) s)``, the roots are
+    ``q / dd`` and ``(zz - Δ²) / q`` (Press et al., Numerical Recipes §5.6).
+    """
+    c = zz - radius * radius
+    disc = jnp.sqrt(jnp.maximum(zd * zd - dd * c, 0.0))
+    pos_b = zd >= 0
+    tau_plus = jnp.where(pos_b, -c / _safe(zd + disc), (disc - zd) / _safe(dd))
+    tau_minus = jnp.where(pos_b, -(zd + disc) / _safe(dd), c / _safe(disc - zd))
+    return jnp.maximum(tau_plus, 0.0), jnp.minimum(tau_minus, 0.0)
+
+
+def _prepare_radius(fn: str, radius: Any, dtype: Any) -> Array:
+    _check_nonnegative(fn, "radius", radius, strict=True)
+    return jnp.asarray(radius, dtype)
+
+
+# --------------------------------------------------------------------------- Steihaug
+
+
+class SteihaugResult(NamedTuple):
+    """Result of :func:`steihaug_cg`.
+
+    Attributes:
+      step: the descent step ``p`` (pytree like ``g``), ``‖p‖ <= radius``.
+      predicted_reduction: ``-(gᵀp + ½ pᵀHp) >= 0``, accumulated along the CG path
+        without extra operator products.
+      hits_boundary: bool, ``‖p‖ = radius`` (status ``BOUNDARY`` or
+        ``NEGATIVE_CURVATURE``).
+      status: int32 :class:`SolverStatus`: ``CONVERGED`` (interior, residual below
+        tolerance), ``BOUNDARY``, ``NEGATIVE_CURVATURE`` (stopped on the boundary
+        along a direction with ``dᵀHd <= 0``), ``MAX_STEPS`` (last interior iterate)
+        or ``NONFINITE`` (last finite iterate).
+      num_steps: int32, CG iterations (= operator products).
+      residual_norm: ``‖g + H p‖`` of the returned step, from the CG recurrence.
+    """
+
+    step: PyTree
+    predicted_reduction: Array
+    hits_boundary: Array
+    status: Array
+    num_steps: Array
+    residual_norm: Array
+
+
+def steihaug_cg(
+    matvec: Callable[[PyTree], PyTree],
+    g: PyTree,
+    radius: float | Array,
+    *,
+    rtol: float | Array | None = None,
+    atol: float | Array = 0.0,
+    max_steps: int | Array | None = None,
+) -> SteihaugResult:
+    r"""Steihaug–Toint truncated CG for ``min gᵀp + ½ pᵀHp`` s.t. ``‖p‖ <= Δ``.
+
+    CG on ``H p = -g`` from ``p = 0`` (Nocedal & Wright 2006, Alg. 7.2), stopping
+
+    * on a direction ``d`` of non-positive curvature ``dᵀHd <= 0``: returns
+      ``z + τd`` on the boundary, with ``τ`` the root of ``‖z + τd‖ = Δ`` (either
+      sign) of lower model value (``NEGATIVE_CURVATURE``);
+    * when the next iterate would leave the region: returns ``z + τd`` with the
+      positive root ``τ`` (``BOUNDARY``);
+    * when ``‖r‖ = ‖g + Hz‖ <= max(rtol ‖g‖, atol)`` (``CONVERGED``, interior).
+
+    The boundary roots are computed in the cancellation-free form. The model value
+    is tracked along the path (each CG step lowers it by ``½ α ‖r‖²``), so
+    ``predicted_reduction`` costs no extra operator product. The iterates grow
+    monotonically in norm (N&W Thm. 7.3), so a step that is inside stays inside.
+    Since CG starts from zero, the step is at least as good as the Cauchy point.
+
+    Args:
+      matvec: symmetric operator ``v -> H v`` on pytrees shaped like ``g`` (any
+        curvature).
+      g: the gradient, a pytree of real floating-point arrays.
+      radius: trust-region radius ``Δ > 0``. May be traced (vmap over radii works).
+      rtol: relative residual tolerance. ``None`` means the forcing term
+        ``min(0.5, sqrt(‖g‖))`` of N&W eq. 7.3 (superlinear convergence of the
+        outer trust-region iteration), as in ``scipy.optimize`` ``trust-ncg``.
+      atol: absolute residual tolerance.
+      max_steps: iteration limit; ``None`` means ``10 n``. May be traced.
+
+    Returns:
+      A :class:`SteihaugResult` ``(step, predicted_reduction, hits_boundary, status,
+      num_steps, residual_norm)``.
+
+    Raises:
+      TypeError, ValueError: for a non-callable operator, a non-float ``g``, an
+        operator output whose structure differs from ``g``, or invalid Python numbers.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from newtonjax.linalg import steihaug_cg
+      >>> H = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+      >>> g = jnp.array([2.0, 1.0])
+      >>> print(jnp.round(steihaug_cg(lambda v: H @ v, g, 10.0, rtol=1e-6).step, 4))
+      [-1. -1.]
+      >>> res = steihaug_cg(lambda v: H @ v, g, 0.5, rtol=1e-6)
+      >>> print(jnp.round(jnp.linalg.norm(res.step), 6), bool(res.hits_boundary))
+      0.5 True
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Alg. 7.2 and §7.1.
+      Steihaug (1983), The conjugate gradient method and trust regions in large scale
+      optimization, SIAM J. Numer. Anal. 20(3).
+    """
+    fn = "steihaug_cg"
+    _check_real_tree(fn, "g", g)
+    _check_nonnegative(fn, "rtol", rtol)
+    _check_nonnegative(fn, "atol", atol)
+    _check_steps(fn, "max_steps", max_steps)
+    H = _wrap_operator(fn, "matvec", matvec, g, "g")
+    dtype = _real_dtype(g)
+    radius = _prepare_radius(fn, radius, dtype)
+    if max_steps is None:
+        max_steps = 10 * tree_size(g)
+
+    g_norm = tree_norm(g).astype(dtype)
+    if rtol is None:
+        rtol = jnp.minimum(0.5, jnp.sqrt(g_norm))
+    tol = jnp.maximum(jnp.asarray(rtol, dtype) * g_norm, jnp.asarray(atol, dtype))
+
+    finite0 = jnp.isfinite(g_norm) & jnp.isfinite(radius)
+    status0 = jnp.where(
+        finite0,
+        jnp.where(g_norm <= tol, _status(SolverStatus.CONVERGED), jnp.int32(_RUNNING)),
+        _status(SolverStatus.NONFINITE),
+    )
+    zero = tree_zeros_like(g)
+    r0 = tree_where(finite0, g, zero)
+    d0 = tree_scale(-1.0, r0)
+    rr0 = jnp.where(finite0, g_norm * g_norm, 0.0).astype(dtype)
+
+    def cond(state):
+        *_, k, status = state
+        return (status == _RUNNING) & (k < max_steps)
+
+    def body(state):
+        z, r, d, rr, model, r_norm, k, _ = state
+        Hd = H(d)
+        dHd = tree_vdot(d, Hd).astype(dtype)
+        negative = dHd <= 0
+        alpha = rr / jnp.where(negative, 1.0, dHd)
+
+        # Interior CG step.
+        z_next = tree_axpy(alpha, d, z)
+        r_next = tree_axpy(alpha, Hd, r)
+        rr_next = tree_vdot(r_next, r_next).astype(dtype)
+        model_next = model - 0.5 * alpha * rr
+        crosses = ~negative & (tree_norm(z_next) >= radius)
+
+        # Boundary step z + τ d, with m(z + τd) = m(z) + τ rᵀd + ½ τ² dᵀHd.
+        zz = tree_vdot(z, z).astype(dtype)
+        zd = tree_vdot(z, d).astype(dtype)
+        dd = tree_vdot(d, d).astype(dtype)
+        rd = tree_vdot(r, d).astype(dtype)
+        tau_plus, tau_minus = _boundary_taus(zz, zd, dd, radius)
+
+        def dmodel(t):
+            return t * rd + 0.5 * t * t * dHd
+
+        tau_neg = jnp.where(dmodel(tau_minus) < dmodel(tau_plus), tau_minus, tau_plus)
+        tau = jnp.where(negative, tau_neg, tau_plus)
+        z_bound = tree_axpy(tau, d, z)
+        r_bound = tree_axpy(tau, Hd, r)
+        model_bound = model + dmodel(tau)
+
+        exits = negative | crosses
+        beta = rr_next / jnp.where(rr == 0, 1.0, rr)
+        d_next = tree_axpy(beta, d, tree_scale(-1.0, r_next))
+        r_new = tree_where(exits, r_bound, r_next)
+        r_norm_new = jnp.where(exits, tree_norm(r_bound).astype(dtype), jnp.sqrt(rr_next))
+
+        nonfinite = ~(
+            jnp.isfinite(dHd)
+            & jnp.isfinite(rr_next)
+            & jnp.isfinite(model_next)
+            & jnp.isfinite(model_bound)
+            & jnp.isfinite(r_norm_new)
+        )
+        status = jnp.where(
+            negative,
+            _status(SolverStatus.NEGATIVE_CURVATURE),
+            jnp.where(
+                crosses,
+                _status(SolverStatus.BOUNDARY),
+                jnp.where(
+                    jnp.sqrt(rr_next) <= tol, _status(SolverStatus.CONVERGED), jnp.int32(_RUNNING)
+                ),
+            ),
+        )
+        status = jnp.where(nonfinite, _status(SolverStatus.NONFINITE), status)
+        new = (
+            tree_where(exits, z_bound, z_next),
+            r_new,
+            d_next,
+            rr_next,
+            jnp.where(exits, model_bound, model_next),
+            r_norm_new,
+        )
+        old = (z, r, d, rr, model, r_norm)
+        kept = jax.tree.map(lambda a, b: jnp.where(nonfinite, a, b), old, new)
+        return (*kept, k + 1, status)
+
+    state = (
+        zero,
+        r0,
+        d0,
+        rr0,
+        jnp.zeros((), dtype),
+        jnp.where(finite0, g_norm, 0.0).astype(dtype),
+        jnp.zeros((), jnp.int32),
+        status0,
+    )
+    z, _, _, _, model, r_norm, k, status = jax.lax.while_loop(cond, body, state)
+    status = jnp.where(status == _RUNNING, _status(SolverStatus.MAX_STEPS), status)
+    hits = (status == int(SolverStatus.BOUNDARY)) | (status == int(SolverStatus.NEGATIVE_CURVATURE))
+    return SteihaugResult(
+        step=z,
+        predicted_reduction=-model,
+        hits_boundary=hits,
+        status=status,
+        num_steps=k,
+        residual_norm=r_norm,
+    )
+
+
+# --------------------------------------------------------------------------- Cauchy / dogleg
+
+
+class TrustRegionStepResult(NamedTuple):
+    """Result of :func:`cauchy_point` and :func:`dogleg`.
+
+    Attributes:
+      step: the descent step ``p`` (pytree like ``g``), ``‖p‖ <= radius``.
+      predicted_reduction: ``-(gᵀp + ½ pᵀHp)``, ``>= 0``.
+      hits_boundary: bool, ``‖p‖ = radius``.
+      status: int32 :class:`SolverStatus`: ``CONVERGED`` (interior: the full Newton
+        step for dogleg, the 1-D minimizer along ``-g`` for the Cauchy point),
+        ``BOUNDARY``, ``NEGATIVE_CURVATURE`` (non-positive curvature was detected
+        and the Cauchy point was used), or ``NONFINITE`` (zero step).
+      num_steps: int32, CG iterations spent on the Newton step (0 for the Cauchy
+        point or a supplied ``newton_step``).
+    """
+
+    step: PyTree
+    predicted_reduction: Array
+    hits_boundary: Array
+    status: Array
+    num_steps: Array
+
+
+def _cauchy_coefficient(g_norm: Array, gHg: Array, radius: Array) -> tuple[Array, Array]:
+    """``t`` with Cauchy point ``-t g``, and whether it lies on the boundary.
+
+    ``t = Δ/‖g‖`` if ``gᵀHg <= 0``, else ``min(‖g‖²/gᵀHg, Δ/‖g‖)`` — N&W eq. 4.12
+    written without the cube ``‖g‖³`` (which overflows early in float32).
+    """
+    t_bound = radius / _safe(g_norm)
+    t_min = g_norm * g_norm / jnp.where(gHg > 0, gHg, 1.0)
+    on_boundary = (gHg <= 0) | (t_min >= t_bound)
+    t = jnp.where(on_boundary, t_bound, t_min)
+    return jnp.where(g_norm > 0, t, 0.0), on_boundary
+
+
+def cauchy_point(
+    matvec: Callable[[PyTree], PyTree], g: PyTree, radius: float | Array
+) -> TrustRegionStepResult:
+    r"""The Cauchy point: the model minimizer along ``-g`` inside the region.
+
+    ``p_C = -τ (Δ/‖g‖) g`` with ``τ = 1`` if ``gᵀHg <= 0`` and
+    ``τ = min(‖g‖³/(Δ gᵀHg), 1)`` otherwise (Nocedal & Wright 2006, Alg. 4.2,
+    eq. 4.12). One operator product.
+
+    Args:
+      matvec: symmetric operator ``v -> H v`` on pytrees shaped like ``g``.
+      g: the gradient (pytree of real floats).
+      radius: ``Δ > 0``. May be traced.
+
+    Returns:
+      A :class:`TrustRegionStepResult`; ``status`` is ``CONVERGED`` when ``τ < 1``
+      (or ``g = 0``), ``BOUNDARY`` when ``τ = 1`` with positive curvature, and
+      ``NEGATIVE_CURVATURE`` when ``gᵀHg <= 0``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from newtonjax.linalg import cauchy_point
+      >>> res = cauchy_point(lambda v: 2.0 * v, jnp.array([1.0, 0.0]), 1.0)
+      >>> print(res.step, float(res.predicted_reduction))
+      [-0.5 -0. ] 0.25
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, 2nd ed., §4.1, Alg. 4.2.
+    """
+    fn = "cauchy_point"
+    _check_real_tree(fn, "g", g)
+    H = _wrap_operator(fn, "matvec", matvec, g, "g")
+    dtype = _real_dtype(g)
+    radius = _prepare_radius(fn, radius, dtype)
+    g_norm = tree_norm(g).astype(dtype)
+    gHg = tree_vdot(g, H(g)).astype(dtype)
+    t, on_boundary = _cauchy_coefficient(g_norm, gHg, radius)
+    step = tree_scale(-t, g)
+    pred = t * g_norm * g_norm - 0.5 * t * t * gHg
+    status = jnp.where(
+        g_norm == 0,
+        _status(SolverStatus.CONVERGED),
+        jnp.where(
+            gHg <= 0,
+            _status(SolverStatus.NEGATIVE_CURVATURE),
+            jnp.where(on_boundary, _status(SolverStatus.BOUNDARY), _status(SolverStatus.CONVERGED)),
+        ),
+    )
+    finite = jnp.isfinite(pred) & jnp.isfinite(t) & jnp.isfinite(radius)
+    status = jnp.where(finite, status, _status(SolverStatus.NONFINITE))
+    return TrustRegionStepResult(
+        step=tree_where(finite, step, tree_zeros_like(g)),
+        predicted_reduction=jnp.where(finite, pred, 0.0),
+        hits_boundary=finite & (g_norm > 0) & on_boundary,
+        status=status,
+        num_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def dogleg(
+    matvec: Callable[[PyTree], PyTree],
+    g: PyTree,
+    radius: float | Array,
+    *,
+    newton_step: PyTree | None = None,
+    rtol: float | Array | None = None,
+    max_steps: int | Array | None = None,
+) -> TrustRegionStepResult:
+    r"""Powell's dogleg step for a positive definite model.
+
+    With the unconstrained minimizer along ``-g``, ``p_U = -(gᵀg / gᵀHg) g``, and
+    the Newton step ``p_B = -H^{-1} g`` (Nocedal & Wright 2006, §4.1, eq. 4.16):
+
+    * ``‖p_B‖ <= Δ``: ``p = p_B`` (``CONVERGED``, interior);
+    * ``‖p_U‖ >= Δ``: ``p = -Δ g/‖g‖`` (``BOUNDARY``);
+    * otherwise ``p = p_U + τ (p_B - p_U)`` with ``τ ∈ [0, 1]`` the positive root of
+      ``‖p_U + τ(p_B - p_U)‖ = Δ`` (``BOUNDARY``).
+
+    Dogleg needs ``H`` positive definite. If ``gᵀHg <= 0``, if CG met negative
+    curvature or a non-finite value while computing ``p_B``, or if ``p_B`` is not a
+    descent direction (``gᵀp_B >= 0``), the Cauchy point (N&W Alg. 4.2) is returned
+    instead, with status ``NEGATIVE_CURVATURE`` (its step lies on the boundary when
+    ``gᵀHg <= 0``).
+
+    Args:
+      matvec: symmetric operator ``v -> H v`` on pytrees shaped like ``g``.
+      g: the gradient (pytree of real floats).
+      radius: ``Δ > 0``. May be traced.
+      newton_step: ``p_B = -H^{-1} g`` if already known (e.g. from a Cholesky solve,
+        see :func:`damped_cholesky_solve`); otherwise it is computed by :func:`cg`.
+      rtol: relative tolerance of that CG solve (``None``: :func:`cg`'s default).
+      max_steps: iteration limit of that CG solve (``None``: :func:`cg`'s default).
+
+    Returns:
+      A :class:`TrustRegionStepResult`. ``predicted_reduction`` is evaluated with one
+      extra operator product on the final step.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from newtonjax.linalg import dogleg
+      >>> H = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+      >>> print(jnp.round(dogleg(lambda v: H @ v, jnp.array([2.0, 1.0]), 10.0).step, 4))
+      [-1. -1.]
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, 2nd ed., §4.1 (the dogleg
+      method, eqs. 4.15–4.16). Powell (1970), A hybrid method for nonlinear equations.
+    """
+    fn = "dogleg"
+    _check_real_tree(fn, "g", g)
+    _check_nonnegative(fn, "rtol", rtol)
+    _check_steps(fn, "max_steps", max_steps)
+    H = _wrap_operator(fn, "matvec", matvec, g, "g")
+    dtype = _real_dtype(g)
+    radius = _prepare_radius(fn, radius, dtype)
+
+    g_norm = tree_norm(g).astype(dtype)
+    Hg = H(g)
+    gHg = tree_vdot(g, Hg).astype(dtype)
+    if newton_step is None:
+        sol = cg(H, tree_scale(-1.0, g), rtol=rtol, max_steps=max_steps)
+        p_b = sol.x
+        newton_ok = (sol.status == int(SolverStatus.CONVERGED)) | (
+            sol.status == int(SolverStatus.MAX_STEPS)
+        )
+        cg_steps = sol.num_steps
+    else:
+        _check_real_tree(fn, "newton_step", newton_step)
+        check_same_structure(fn, "g", g, "newton_step", newton_step)
+        p_b = _cast_like(newton_step, g)
+        newton_ok = _all_finite(p_b)
+        cg_steps = jnp.zeros((), jnp.int32)
+    g_pb = tree_vdot(g, p_b).astype(dtype)
+    usable = newton_ok & (gHg > 0) & (g_pb < 0) & jnp.isfinite(g_pb)
+
+    # Cauchy point (also the fallback).
+    t_c, c_boundary = _cauchy_coefficient(g_norm, gHg, radius)
+
+    # Dogleg path.
+    pb_norm = tree_norm(p_b).astype(dtype)
+    t_u = g_norm * g_norm / jnp.where(gHg > 0, gHg, 1.0)  # p_U = -t_u g
+    pu_norm = t_u * g_norm
+    newton_inside = pb_norm <= radius
+    steepest_outside = pu_norm >= radius
+    # ‖p_U + τ w‖ = Δ with w = p_B - p_U = p_B + t_u g; written in inner products.
+    uu = pu_norm * pu_norm
+    uw = -t_u * (g_pb + t_u * g_norm * g_norm)
+    ww = pb_norm * pb_norm + 2.0 * t_u * g_pb + t_u * t_u * g_norm * g_norm
+    tau, _ = _boundary_taus(uu, uw, ww, radius)
+    tau = jnp.clip(tau, 0.0, 1.0)
+
+    # p = a g + c p_B in every case.
+    a_dogleg = jnp.where(
+        newton_inside, 0.0, jnp.where(steepest_outside, -radius / _safe(g_norm), -(1.0 - tau) * t_u)
+    )
+    c_dogleg = jnp.where(newton_inside, 1.0, jnp.where(steepest_outside, 0.0, tau))
+    a = jnp.where(usable, a_dogleg, -t_c)
+    c = jnp.where(usable, c_dogleg, 0.0)
+    a = jnp.where(g_norm > 0, a, 0.0)
+    c = jnp.where(g_norm > 0, c, 0.0)
+    step = jax.tree.map(
+        lambda gi, pi: (a * gi + c * pi).astype(gi.dtype), g, tree_where(usable, p_b, g)
+    )
+    Hp = H(step)
+    pred = -(tree_vdot(g, step) + 0.5 * tree_vdot(step, Hp)).astype(dtype)
+
+    status_usable = jnp.where(
+        newton_inside, _status(SolverStatus.CONVERGED), _status(SolverStatus.BOUNDARY)
+    )
+    status = jnp.where(
+        g_norm == 0,
+        _status(SolverStatus.CONVERGED),
+        jnp.where(usable, status_usable, _status(SolverStatus.NEGATIVE_CURVATURE)),
+    )
+    hits = (g_norm > 0) & jnp.where(usable, ~newton_inside, c_boundary)
+    finite = jnp.isfinite(pred) & _all_finite(step)
+    return TrustRegionStepResult(
+        step=tree_where(finite, step, tree_zeros_like(g)),
+        predicted_reduction=jnp.where(finite, pred, 0.0),
+        hits_boundary=finite & hits,
+        status=jnp.where(finite, status, _status(SolverStatus.NONFINITE)),
+        num_steps=cg_steps,
+    )
+
+
+# --------------------------------------------------------------------------- exact
+
+
+class TrustRegionExactResult(NamedTuple):
+    """Result of :func:`trust_region_exact`.
+
+    Attributes:
+      step: ``(n,)`` the solution ``p`` (descent step), ``‖p‖ <= radius``.
+      predicted_reduction: ``-(gᵀp + ½ pᵀHp) >= 0``.
+      hits_boundary: bool, ``‖p‖ = radius``.
+      status: int32 :class:`SolverStatus`: ``CONVERGED`` (interior, ``multiplier =
+        0``), ``BOUNDARY`` (``‖p‖ = radius`` within ``rtol``, including the hard
+        case), ``MAX_STEPS`` (the secular iteration ran out; the step is scaled into
+        the region), or ``NONFINITE`` (non-finite input; zero step).
+      num_steps: int32, Newton iterations on the secular equation (0 when the
+        interior or hard-case solution is taken directly).
+      multiplier: the Lagrange multiplier ``λ >= 0`` with ``(H + λI) p = -g``.
+      hard_case: bool, the hard case was detected: ``g`` has (numerically) no
+        component along the eigenvector(s) of the smallest eigenvalue, and the
+        boundary was reached by adding that eigenvector.
+    """
+
+    step: Array
+    predicted_reduction: Array
+    hits_boundary: Array
+    status: Array
+    num_steps: Array
+    multiplier: Array
+    hard_case: Array
+
+
+def trust_region_exact(
+    H: Array,
+    g: Array,
+    radius: float | Array,
+    *,
+    rtol: float | Array | None = None,
+    max_steps: int | Array = 50,
+) -> TrustRegionExactResult:
+    r"""Nearly exact trust-region step on a dense matrix (Moré–Sorensen).
+
+    Finds ``p`` and ``λ >= 0`` with (Nocedal & Wright 2006, Thm. 4.1)
+
+    .. math::
+
+       (H + λI) p = -g,\qquad λ (Δ - ‖p‖) = 0,\qquad H + λI \succeq 0,
+
+    through the eigendecomposition ``H = Q diag(w) Qᵀ`` (``jnp.linalg.eigh`` of
+    ``½(H + Hᵀ)``, ``w`` ascending, ``ĝ = Qᵀ g``), so that
+    ``‖p(λ)‖² = Σ_i ĝ_i² / (w_i + λ)²``:
+
+    1. *Interior*: if ``w_1 > 0`` and ``‖H^{-1} g‖ <= Δ``, ``λ = 0``.
+    2. *Hard case* (N&W §4.3): if ``w_1 < 0``, the components of ``ĝ`` on the
+       eigenspace of ``w_1`` vanish (to rounding) and the rest of the step at
+       ``λ = -w_1`` is shorter than ``Δ``, then ``λ = -w_1`` and
+       ``p = p(λ) + τ q_1`` with ``τ = sqrt(Δ² - ‖p(λ)‖²)`` (the sign of ``τ`` follows
+       ``-ĝ_1``, continuous with the nearby easy case). If ``w_1`` is zero to rounding
+       (``|w_1| <= max(n, 10) eps max|w|``, a singular positive semidefinite ``H``
+       with ``g`` in its range), the interior minimum-norm step ``-H^+ g`` is taken.
+    3. Otherwise, the secular equation ``1/‖p(λ)‖ - 1/Δ = 0`` is solved by Newton's
+       method in ``λ`` (N&W Alg. 4.3, eq. 4.44:
+       ``λ ← λ + (‖p‖/‖q‖)² (‖p‖ - Δ)/Δ`` with ``‖q‖² = Σ ĝ_i²/(w_i+λ)³``), safeguarded
+       by a bracket and the Moré–Sorensen fallback ``max(sqrt(λ_L λ_U),
+       λ_L + 10⁻³(λ_U - λ_L))``. It starts left of the root, where the iteration is
+       monotone and converges quadratically; stops when ``|‖p‖ - Δ| <= rtol Δ``.
+
+    The iteration works in ``θ = λ + w_1`` with the gaps ``w_i - w_1 >= 0``, which
+    keeps the pole at ``θ = 0`` free of cancellation. Each iteration costs ``O(n)``
+    after the ``O(n³)`` eigendecomposition.
+
+    Args:
+      H: ``(n, n)`` symmetric real matrix (symmetrized internally).
+      g: ``(n,)`` gradient.
+      radius: ``Δ > 0``. May be traced (vmap over radii works).
+      rtol: relative tolerance on ``‖p‖ = Δ``; ``None`` means ``eps^0.75`` of the
+        dtype (1.8e-12 in float64, 6.4e-6 in float32).
+      max_steps: maximum secular Newton iterations (default 50). May be traced.
+
+    Returns:
+      A :class:`TrustRegionExactResult` ``(step, predicted_reduction, hits_boundary,
+      status, num_steps, multiplier, hard_case)``.
+
+    Raises:
+      ValueError, TypeError: for a non-square ``H``, a ``g`` of another length, non-
+        float dtypes, ``radius <= 0`` or ``max_steps < 1`` (when Python numbers).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from newtonjax.linalg import trust_region_exact
+      >>> H = jnp.diag(jnp.array([1.0, 2.0]))
+      >>> res = trust_region_exact(H, jnp.array([1.0, 2.0]), 10.0)
+      >>> print(jnp.round(res.step, 4), int(res.status))
+      [-1. -1.] 0
+      >>> res = trust_region_exact(jnp.diag(jnp.array([-1.0, 2.0])), jnp.array([0.0, 2.0]), 2.0)
+      >>> print(jnp.round(res.step, 4), float(res.multiplier), bool(res.hard_case))
+      [ 1.8856 -0.6667] 1.0 True
+
+    References:
+      Moré & Sorensen (1983), Computing a trust region step, SIAM J. Sci. Stat.
+      Comput. 4(3). Nocedal & Wright (2006), Numerical Optimization, 2nd ed., §4.3,
+      Alg. 4.3, Thm. 4.1.
+    """
+    fn = "trust_region_exact"
+    H, g = _check_matrix_and_rhs(fn, H, g, "g", allow_matrix_rhs=False)
+    _check_nonnegative(fn, "rtol", rtol)
+    _check_steps(fn, "max_steps", max_steps)
+    dtype = H.dtype
+    radius = _prepare_radius(fn, radius, dtype)
+    n = H.shape[0]
+    eps = float(np.finfo(dtype).eps)
+    rtol = jnp.asarray(eps**0.75 if rtol is None else rtol, dtype)
+
+    finite = jnp.all(jnp.isfinite(H)) & jnp.all(jnp.isfinite(g)) & jnp.isfinite(radius)
+    finite = finite & (radius > 0)
+    H = jnp.where(finite, _symmetrize(H), jnp.zeros_like(H))
+    g = jnp.where(finite, g, jnp.zeros_like(g))
+    radius = jnp.where(finite, radius, 1.0)
+
+    w, Q = jnp.linalg.eigh(H)
+    gh = jnp.matmul(Q.T, g, precision=_HIGHEST)
+    gh2 = gh * gh
+    w1 = w[0]
+    gap = jnp.maximum(w - w1, 0.0)  # d_i = w_i - w_1 >= 0
+    scale = jnp.max(jnp.abs(w))
+    tol_w = max(n, 10) * eps * scale  # eigenvalues within tol_w of w_1 form its cluster
+    cluster = gap <= tol_w
+    g_norm = jnp.linalg.norm(g)
+    theta_floor = jnp.maximum(tol_w, jnp.finfo(dtype).tiny / eps)
+
+    def norm2(theta):  # ‖p‖² at θ = λ + w_1 (all d_i + θ > 0)
+        return jnp.sum(gh2 / (gap + theta) ** 2)
+
+    # Hard case test at λ = max(-w_1, 0), i.e. θ_lo = max(w_1, 0).
+    theta_lo = jnp.maximum(w1, 0.0)
+    s = jnp.sqrt(jnp.sum(jnp.where(cluster, gh2, 0.0)))
+    excl2 = jnp.sum(jnp.where(cluster, 0.0, gh2 / _safe(gap + theta_lo) ** 2))
+    rem2 = radius * radius - excl2
+    hard = (w1 <= tol_w) & (rem2 >= 0) & (s <= tol_w * jnp.sqrt(jnp.maximum(rem2, 0.0)))
+    # A smallest eigenvalue within rounding of zero counts as zero: the hard case
+    # then gives the interior minimum-norm step -H⁺g instead of a boundary step
+    # along a numerically null direction.
+    hard_boundary = hard & (w1 < -tol_w)
+    interior = ~hard & (w1 > 0) & (norm2(jnp.maximum(w1, theta_floor)) <= radius * radius)
+    secular = ~hard & ~interior
+
+    # Secular equation on θ ∈ (θ_lo, θ_hi]: ‖p(θ)‖ <= ‖g‖/θ gives θ_hi = ‖g‖/Δ.
+    theta_hi = jnp.maximum(g_norm / radius, theta_lo)
+    theta_start = jnp.where(
+        w1 > 0, jnp.maximum(w1, theta_floor), jnp.clip(s / radius - tol_w, theta_floor, theta_hi)
+    )
+    theta_start = jnp.minimum(theta_start, jnp.maximum(theta_hi, theta_floor))
+
+    def cond(state):
+        _, _, _, k, done = state
+        return secular & ~done & (k < max_steps)
+
+    def body(state):
+        theta, lo, hi, k, _ = state
+        t = gap + theta
+        p2 = jnp.sum(gh2 / t**2)
+        q2 = jnp.sum(gh2 / t**3)
+        p_norm = jnp.sqrt(p2)
+        converged = jnp.abs(p_norm - radius) <= rtol * radius
+        too_long = p_norm > radius
+        lo = jnp.where(too_long, theta, lo)
+        hi = jnp.where(too_long, hi, theta)
+        theta_newton = theta + (p2 / _safe(q2)) * (p_norm - radius) / radius
+        inside = (theta_newton > lo) & (theta_newton < hi)
+        theta_safe = jnp.maximum(jnp.sqrt(lo * hi), lo + 1e-3 * (hi - lo))
+        theta_next = jnp.where(inside, theta_newton, theta_safe)
+        stalled = (theta_next == theta) | ~jnp.isfinite(theta_next) | (hi - lo <= eps * hi)
+        theta_next = jnp.where(converged | ~jnp.isfinite(theta_next), theta, theta_next)
+        return (
+            theta_next,
+            lo,
+            hi,
+            k + jnp.where(converged, 0, 1).astype(jnp.int32),
+            (converged | stalled),
+        )
+
+    state = (theta_start, theta_lo, theta_hi, jnp.zeros((), jnp.int32), jnp.array(False))
+    theta, _, _, num_steps, done = jax.lax.while_loop(cond, body, state)
+
+    # Assemble p̂ = Qᵀp.
+    theta = jnp.where(secular, theta, theta_lo)
+    denom = gap + theta
+    drop = hard & cluster  # the cluster components are replaced by τ q_1
+    p_hat = jnp.where(drop, 0.0, -gh / jnp.where(drop | (denom <= 0), 1.0, denom))
+    tau = jnp.where(hard_boundary, jnp.sqrt(jnp.maximum(rem2, 0.0)), 0.0)
+    sign = jnp.where(gh[0] > 0, -1.0, 1.0)
+    p_hat = p_hat.at[0].add(jnp.where(hard, sign * tau, 0.0))
+    # Feasibility: an unconverged secular iterate is scaled into the region.
+    p_norm = jnp.linalg.norm(p_hat)
+    p_hat = p_hat * jnp.minimum(1.0, radius / _safe(p_norm))
+    step = jnp.matmul(Q, p_hat, precision=_HIGHEST)
+    pred = -(jnp.dot(gh, p_hat, precision=_HIGHEST) + 0.5 * jnp.sum(w * p_hat * p_hat))
+    multiplier = jnp.maximum(theta - w1, 0.0)
+    multiplier = jnp.where(interior | (hard & ~hard_boundary), 0.0, multiplier)
+
+    boundary = hard_boundary | secular
+    status = jnp.where(
+        interior | (hard & ~hard_boundary),
+        _status(SolverStatus.CONVERGED),
+        jnp.where(secular & ~done, _status(SolverStatus.MAX_STEPS), _status(SolverStatus.BOUNDARY)),
+    )
+    ok = finite & jnp.all(jnp.isfinite(step)) & jnp.isfinite(pred)
+    zero = jnp.zeros((), dtype)
+    return TrustRegionExactResult(
+        step=jnp.where(ok, step, jnp.zeros_like(step)),
+        predicted_reduction=jnp.where(ok, pred, zero),
+        hits_boundary=ok & boundary,
+        status=jnp.where(ok, status, _status(SolverStatus.NONFINITE)),
+        num_steps=num_steps,
+        multiplier=jnp.where(ok, multiplier, zero),
+        hard_case=ok & hard_boundary,
+    )

@@ -1,0 +1,87 @@
+"""Architecture checks: each module imports only from its own layer or below.
+
+Layers (DESIGN.md): tree → curvature → linalg → spectrum → transforms → solve loops
+→ experiments. A violation is an import of a higher layer's module.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+LAYERS = {
+    "newtonjax._tree": 0,
+    "newtonjax._version": 0,
+    "newtonjax._objectives": 1,
+    "newtonjax._curvature": 1,
+    "newtonjax._critical": 1,
+    "newtonjax.linalg": 2,
+    "newtonjax._spectrum": 3,
+    "newtonjax._transforms": 4,
+    "newtonjax._solve": 5,
+    "newtonjax": 6,  # the public surface re-exports everything
+    "experiments": 7,
+}
+
+
+def layer_of(module: str) -> int:
+    best = None
+    for prefix, level in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            if best is None or len(prefix) > len(best[0]):
+                best = (prefix, level)
+    if best is None:
+        raise KeyError(module)
+    return best[1]
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(text: str):
+    """Modules named by the absolute imports in ``text`` (``from a import b`` → ``a.b``)."""
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "newtonjax":
+                for alias in node.names:
+                    yield f"newtonjax.{alias.name}"
+            else:
+                yield node.module
+
+
+SOURCES = sorted((ROOT / "newtonjax").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_down(path):
+    own = module_name(path)
+    own_level = layer_of(own)
+    for imported in imported_modules(path.read_text()):
+        if not imported.startswith(("newtonjax", "experiments")):
+            continue
+        if imported == "newtonjax" and own != "newtonjax":
+            pytest.fail(f"{own} imports the public package; import the private module instead")
+        level = layer_of(imported)
+        assert level <= own_level, f"{own} (layer {own_level}) imports {imported} (layer {level})"
+
+
+def test_layer_table_is_complete():
+    for path in SOURCES:
+        layer_of(module_name(path))  # raises KeyError for an unclassified module
+
+
+def test_detects_a_violation():
+    # The checker must flag an upward import and accept a downward one.
+    upward = list(imported_modules("from newtonjax._solve import minimize\n"))
+    assert layer_of(upward[0]) > layer_of("newtonjax._tree")
+    downward = list(imported_modules("from newtonjax import linalg\n"))
+    assert downward == ["newtonjax.linalg"] and layer_of(downward[0]) < layer_of("newtonjax._solve")

@@ -1,0 +1,266 @@
+"""minimize / least_squares: scipy agreement, vmap, implicit gradients, bad input."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize as so
+
+import newtonjax as nj
+
+# --- classic unconstrained test problems (Moré, Garbow & Hillstrom 1981) ---------
+
+
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def beale(x):
+    return (
+        (1.5 - x[0] + x[0] * x[1]) ** 2
+        + (2.25 - x[0] + x[0] * x[1] ** 2) ** 2
+        + (2.625 - x[0] + x[0] * x[1] ** 3) ** 2
+    )
+
+
+def wood(x):
+    return (
+        100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2 + 90 * (x[3] - x[2] ** 2) ** 2
+        + (1 - x[2]) ** 2 + 10.1 * ((x[1] - 1) ** 2 + (x[3] - 1) ** 2)
+        + 19.8 * (x[1] - 1) * (x[3] - 1)
+    )
+
+
+def helical_valley(x):
+    theta = jnp.arctan2(x[1], x[0]) / (2 * jnp.pi)
+    return 100 * ((x[2] - 10 * theta) ** 2 + (jnp.sqrt(x[0] ** 2 + x[1] ** 2) - 1) ** 2) + x[2] ** 2
+
+
+def powell_singular(x):
+    return (x[0] + 10 * x[1]) ** 2 + 5 * (x[2] - x[3]) ** 2 + (x[1] - 2 * x[2]) ** 4 + 10 * (x[0] - x[3]) ** 4
+
+
+def brown_badly_scaled(x):
+    return (x[0] - 1e6) ** 2 + (x[1] - 2e-6) ** 2 + (x[0] * x[1] - 2) ** 2
+
+
+def freudenstein_roth(x):
+    return (-13 + x[0] + ((5 - x[1]) * x[1] - 2) * x[1]) ** 2 + (
+        -29 + x[0] + ((x[1] + 1) * x[1] - 14) * x[1]
+    ) ** 2
+
+
+def trigonometric(x):
+    n = x.shape[0]
+    i = jnp.arange(1, n + 1)
+    return jnp.sum((n - jnp.sum(jnp.cos(x)) + i * (1 - jnp.cos(x)) - jnp.sin(x)) ** 2)
+
+
+PROBLEMS = [
+    ("rosenbrock", rosen, [-1.2, 1.0]),
+    ("rosenbrock10", rosen, [-1.2, 1.0] * 5),
+    ("beale", beale, [1.0, 1.0]),
+    ("wood", wood, [-3.0, -1.0, -3.0, -1.0]),
+    ("helical_valley", helical_valley, [-1.0, 0.0, 0.0]),
+    ("powell_singular", powell_singular, [3.0, -1.0, 0.0, 1.0]),
+    ("brown_badly_scaled", brown_badly_scaled, [1.0, 1.0]),
+    ("freudenstein_roth", freudenstein_roth, [0.5, -2.0]),
+    ("trigonometric10", trigonometric, [0.1] * 10),
+]
+
+
+def scipy_trust_exact(f, x0):
+    g, h, fj = jax.jit(jax.grad(f)), jax.jit(jax.hessian(f)), jax.jit(f)
+    return so.minimize(
+        lambda x: float(fj(x)), x0, jac=lambda x: np.asarray(g(x)),
+        hess=lambda x: np.asarray(h(x)), method="trust-exact", options={"gtol": 1e-10},
+    )
+
+
+def test_trust_region_agrees_with_scipy_trust_exact():
+    total_scipy = total_nj = 0
+    rows = []
+    for name, f, x0 in PROBLEMS:
+        x0 = np.asarray(x0, float)
+        ref = scipy_trust_exact(f, x0)
+        res = nj.minimize(f, jnp.asarray(x0), method="trust_region", maxiter=500)
+        rows.append(f"{name}: scipy nit={ref.nit} f={ref.fun:.3e} | newtonjax nit={int(res.num_steps)} f={float(res.value):.3e}")
+        total_scipy += ref.nit
+        total_nj += int(res.num_steps)
+        assert bool(res.success), (name, res.message)
+        # The same minimum value: equal to rounding, or lower where scipy stalled.
+        tol = 1e-10 * max(1.0, abs(ref.fun))
+        assert float(res.value) <= ref.fun + tol, rows[-1]
+    print("\n".join(rows))
+    assert total_nj <= total_scipy, f"{total_nj} > {total_scipy} iterations in total"
+
+
+@pytest.mark.parametrize("method", ["newton", "newton_cg", "hessian_free"])
+@pytest.mark.parametrize("name,f,x0", [p for p in PROBLEMS if p[0] in ("rosenbrock", "beale", "wood")])
+def test_other_methods_reach_the_minimum(method, name, f, x0):
+    res = nj.minimize(f, jnp.asarray(x0, float), method=method, maxiter=1000)
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(float(res.value), 0.0, atol=1e-16)
+
+
+@pytest.mark.parametrize("subproblem", ["exact", "steihaug_cg", "dogleg"])
+def test_trust_region_subproblem_option(subproblem):
+    res = nj.minimize(rosen, jnp.array([-1.2, 1.0]), options={"subproblem": subproblem})
+    assert bool(res.success)
+    np.testing.assert_allclose(res.params, [1.0, 1.0], atol=1e-10)
+
+
+class TestTransformability(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_and_eager_agree(self):
+        solve = self.variant(lambda x0: nj.minimize(rosen, x0))
+        res = solve(jnp.array([-1.2, 1.0]))
+        ref = nj.minimize(rosen, jnp.array([-1.2, 1.0]))
+        np.testing.assert_allclose(res.params, ref.params, rtol=1e-14)
+        assert int(res.num_steps) == int(ref.num_steps)
+
+    def test_vmap_1000_problems_equals_loop(self):
+        # Curve fits y = a exp(-b t): 1000 data sets, each solved alone and batched.
+        rng = np.random.default_rng(0)
+        t = jnp.linspace(0.0, 2.0, 15)
+        truth = rng.uniform([0.5, 0.2], [2.0, 2.0], size=(1000, 2))
+        ys = truth[:, :1] * np.exp(-truth[:, 1:] * np.asarray(t)) + 0.01 * rng.standard_normal((1000, 15))
+        x0s = jnp.asarray(truth * rng.uniform(0.6, 1.4, size=truth.shape))
+
+        def residual(p, y):
+            return p[0] * jnp.exp(-p[1] * t) - y
+
+        solve = jax.jit(lambda x0, y: nj.least_squares(residual, x0, args=(y,)))
+        batched = jax.jit(jax.vmap(lambda x0, y: nj.least_squares(residual, x0, args=(y,))))(x0s, jnp.asarray(ys))
+        assert bool(jnp.all(batched.success))
+        for i in range(1000):
+            single = solve(x0s[i], jnp.asarray(ys[i]))
+            np.testing.assert_allclose(batched.params[i], single.params, rtol=1e-12, atol=1e-14)
+            assert int(batched.num_steps[i]) == int(single.num_steps)
+            assert int(batched.status[i]) == int(single.status)
+
+    def test_converged_problems_are_frozen_in_a_batch(self):
+        # One problem starts at its minimum, the other needs many steps.
+        targets = jnp.array([[1.0, 2.0], [3.0, -1.0]])
+
+        def f(x, target):
+            return jnp.sum((x - target) ** 4) + jnp.sum((x - target) ** 2)
+
+        x0s = jnp.array([[1.0, 2.0], [-5.0, 8.0]])
+        res = jax.vmap(lambda x0, tg: nj.minimize(f, x0, args=(tg,)))(x0s, targets)
+        assert int(res.num_steps[0]) == 0 and int(res.status[0]) == nj.Status.GTOL
+        assert int(res.num_steps[1]) > 3
+        np.testing.assert_array_equal(res.params[0], x0s[0])
+
+
+class TestImplicitDifferentiation:
+    def test_grad_of_solution_matches_finite_differences(self):
+        t = jnp.linspace(0.0, 1.0, 12)
+
+        def residual(p, y):
+            return p[0] * jnp.exp(-p[1] * t) + p[2] - y
+
+        y = 2.0 * jnp.exp(-1.3 * t) + 0.5 + 0.05 * jnp.sin(7 * t)
+
+        def solution(y):
+            return nj.least_squares(residual, jnp.array([1.0, 1.0, 0.0]), args=(y,)).params
+
+        jac = jax.jacobian(solution)(y)
+        h = 1e-6
+        fd = np.stack([(solution(y.at[i].add(h)) - solution(y.at[i].add(-h))) / (2 * h) for i in range(12)], axis=1)
+        np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-8)
+
+    def test_grad_of_value_and_params_under_minimize(self):
+        def f(x, a):
+            return jnp.sum(jnp.cosh(x - a)) + 0.5 * jnp.sum(x**2) * a[0] ** 2
+
+        a = jnp.array([0.7, -0.4, 1.1])
+
+        def loss(a):
+            res = nj.minimize(f, jnp.zeros(3), args=(a,), method="newton")
+            return jnp.sum(res.params**2) + 3.0 * res.value
+
+        got = jax.grad(loss)(a)
+        h = 1e-6
+        fd = np.array([(loss(a.at[i].add(h)) - loss(a.at[i].add(-h))) / (2 * h) for i in range(3)])
+        np.testing.assert_allclose(got, fd, rtol=1e-6)
+
+    def test_singular_hessian_gives_finite_gradient(self):
+        # f is flat along x[1]: the Hessian is singular at every minimizer.
+        def f(x, a):
+            return (x[0] - a) ** 2
+
+        g = jax.grad(lambda a: nj.minimize(f, jnp.array([0.0, 3.0]), args=(a,)).params[0])(2.0)
+        np.testing.assert_allclose(g, 1.0, rtol=1e-6)
+
+
+class TestStatusAndOptions:
+    def test_nonfinite_mid_solve_returns_last_good_params(self):
+        # Gradient descent with a huge step jumps into the NaN region.
+        def f(x):
+            return jnp.where(jnp.abs(x[0]) < 3.0, jnp.sum((x - 2.5) ** 2), jnp.nan)
+
+        res = nj.minimize(f, jnp.array([0.0, 0.0]), method=optax.sgd(10.0))
+        assert int(res.status) == nj.Status.NONFINITE and not bool(res.success)
+        np.testing.assert_array_equal(res.params, [0.0, 0.0])
+        assert "non-finite" in res.message
+
+    def test_maxiter_status(self):
+        res = nj.minimize(rosen, jnp.array([-1.2, 1.0]), maxiter=3)
+        assert int(res.status) == nj.Status.MAX_STEPS and int(res.num_steps) == 3
+
+    def test_optax_transform_as_method(self):
+        res = nj.minimize(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), method=optax.sgd(0.25), maxiter=500)
+        assert bool(res.success)
+        np.testing.assert_allclose(res.params, 1.0, atol=1e-9)
+
+    def test_history(self):
+        res = nj.minimize(rosen, jnp.array([-1.2, 1.0]), history=True, maxiter=100)
+        k = int(res.num_steps)
+        values = np.asarray(res.history["value"])
+        assert values.shape == (101,) and np.all(np.isnan(values[k + 1 :]))
+        np.testing.assert_allclose(values[0], rosen(jnp.array([-1.2, 1.0])))
+        np.testing.assert_allclose(values[k], res.value)
+        assert np.all(np.diff(values[: k + 1]) <= 0)
+        assert np.all(np.asarray(res.history["damping_or_radius"][1 : k + 1]) > 0)
+
+    def test_float32_defaults(self):
+        res = nj.minimize(rosen, jnp.array([-1.2, 1.0], jnp.float32))
+        assert res.params.dtype == jnp.float32 and bool(res.success)
+        np.testing.assert_allclose(res.params, [1.0, 1.0], atol=1e-3)
+
+
+class TestBadInput:
+    def test_unknown_method_lists_choices(self):
+        with pytest.raises(ValueError, match="'trust_region'.*'levenberg_marquardt'"):
+            nj.minimize(rosen, jnp.zeros(2), method="bfgs")
+
+    def test_nonfinite_x0_and_args(self):
+        with pytest.raises(ValueError, match="x0 has 1 non-finite"):
+            nj.minimize(rosen, jnp.array([jnp.nan, 1.0]))
+        with pytest.raises(ValueError, match="args"):
+            nj.least_squares(lambda p, y: p - y, jnp.zeros(2), args=(jnp.array([1.0, jnp.inf]),))
+
+    def test_maxiter_and_tolerances(self):
+        with pytest.raises(ValueError, match="maxiter"):
+            nj.minimize(rosen, jnp.zeros(2), maxiter=0)
+        with pytest.raises(ValueError, match="gtol"):
+            nj.minimize(rosen, jnp.zeros(2), gtol=-1.0)
+
+    def test_residual_shape_and_type(self):
+        with pytest.raises(ValueError, match="no residuals"):
+            nj.least_squares(lambda p: jnp.zeros((0,)), jnp.zeros(2))
+        with pytest.raises(TypeError, match="floating-point residuals"):
+            nj.least_squares(lambda p: jnp.arange(3), jnp.zeros(2))
+        with pytest.raises(ValueError, match="scalar"):
+            nj.minimize(lambda p: p**2, jnp.zeros(2))
+
+    def test_structured_method_needs_structured_objective(self):
+        with pytest.raises(TypeError, match="least_squares_objective"):
+            nj.minimize(rosen, jnp.zeros(2), method="levenberg_marquardt")
+
+    def test_integer_x0(self):
+        with pytest.raises(TypeError, match="floating-point"):
+            nj.minimize(rosen, jnp.zeros(2, jnp.int32))

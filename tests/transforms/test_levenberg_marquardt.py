@@ -1,0 +1,365 @@
+"""Levenberg–Marquardt as an optax transform: closed-form steps, Nielsen's damping rule,
+NaN trials, the NIST StRD lower-difficulty problems and a small MLP."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import parameterized
+
+from experiments.problems import nist
+from newtonjax._objectives import composite_objective, least_squares_objective
+from newtonjax._transforms._gauss_newton import (
+    levenberg_marquardt,
+    scale_by_levenberg_marquardt,
+)
+
+jax.config.update("jax_enable_x64", True)
+
+RTOL = 1e-12  # float64 dense solves against numpy
+CG_RTOL = 1e-9  # float64 CG (cg_rtol=1e-13) against numpy
+NIST_MIN_LRE = 6.0  # correct significant digits on every parameter
+NIST_STEPS = 500
+F32_ATOL = 1e-3
+
+X = np.linspace(0.0, 2.0, 9)
+Y = 2.0 * np.exp(-1.3 * X) + 0.05 * np.sin(7.0 * X)  # not an exact fit: nonzero residual
+
+
+def exp_residual(w):
+    return w[0] * jnp.exp(w[1] * X) - Y
+
+
+def exp_jacobian(w):
+    """Closed-form Jacobian of ``exp_residual`` (the independent reference)."""
+    e = np.exp(w[1] * X)
+    return np.stack([e, w[0] * X * e], axis=1)
+
+
+def exp_loss_np(w):
+    r = w[0] * np.exp(w[1] * X) - Y
+    return 0.5 * r @ r
+
+
+EXP_LOSS = least_squares_objective(exp_residual)
+W0 = np.array([1.0, 0.0])
+
+
+def reference_step(w, damping, scaling=None):
+    """(JᵀJ + μD) u = g, the predicted and actual reductions and ρ, in numpy."""
+    jac = exp_jacobian(w)
+    g = jac.T @ (w[0] * np.exp(w[1] * X) - Y)
+    gtg = jac.T @ jac
+    d = np.eye(2) if scaling is None else np.diag(scaling)
+    u = np.linalg.solve(gtg + damping * d, g)
+    predicted = g @ u - 0.5 * u @ gtg @ u
+    actual = exp_loss_np(w) - exp_loss_np(w - u)
+    return u, predicted, actual, actual / predicted
+
+
+class TestStep(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters("dense", "cg")
+    def test_absolute_damping_step_and_nielsen_update(self, solver):
+        tx = scale_by_levenberg_marquardt(
+            0.5, relative_initial_damping=False, solver=solver, cg_rtol=1e-13
+        )
+        w = jnp.asarray(W0)
+        update = self.variant(lambda g, s, p: tx.update(g, s, p, value_fn=EXP_LOSS))
+        u, state = update(jax.grad(EXP_LOSS)(w), tx.init(w), w)
+        ref_u, predicted, actual, rho = reference_step(W0, 0.5)
+        tol = RTOL if solver == "dense" else CG_RTOL
+        np.testing.assert_allclose(u, ref_u, rtol=tol)
+        np.testing.assert_allclose(state.info.predicted_reduction, predicted, rtol=tol)
+        np.testing.assert_allclose(state.info.actual_reduction, actual, rtol=tol)
+        np.testing.assert_allclose(state.info.rho, rho, rtol=tol)
+        assert 0.0 < rho < 1.0 and not bool(state.info.rejected)
+        expected_damping = 0.5 * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        np.testing.assert_allclose(state.damping, expected_damping, rtol=tol)
+        assert float(state.damping_growth) == 2.0
+        assert int(state.num_updates) == 1
+
+    def test_relative_initial_damping_is_nielsen_tau_times_max_diagonal(self):
+        tau = 1e-2
+        tx = scale_by_levenberg_marquardt(tau)
+        w = jnp.asarray(W0)
+        u, state = tx.update(jax.grad(EXP_LOSS)(w), tx.init(w), w, value_fn=EXP_LOSS)
+        jac = exp_jacobian(W0)
+        mu0 = tau * np.max(np.sum(jac**2, axis=0))
+        ref_u, _, _, rho = reference_step(W0, mu0)
+        np.testing.assert_allclose(u, ref_u, rtol=RTOL)
+        np.testing.assert_allclose(
+            state.damping, mu0 * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), rtol=RTOL
+        )
+
+    @parameterized.parameters("dense", "cg")
+    def test_marquardt_scaling_keeps_running_max_of_diagonal(self, solver):
+        tau = 0.1
+        tx = scale_by_levenberg_marquardt(tau, scaling="marquardt", solver=solver, cg_rtol=1e-13)
+        w = jnp.asarray(W0)
+        state = tx.init(w)
+        tol = RTOL if solver == "dense" else CG_RTOL
+        running = np.zeros(2)
+        damping = None
+        for _ in range(3):
+            w_np = np.asarray(w)
+            running = np.maximum(running, np.sum(exp_jacobian(w_np) ** 2, axis=0))
+            # Relative start with Marquardt scaling: μ₀ = τ · max(diag G / D) = τ.
+            mu = tau if damping is None else damping
+            ref_u, _, _, rho = reference_step(w_np, mu, scaling=running)
+            u, state = tx.update(jax.grad(EXP_LOSS)(w), state, w, value_fn=EXP_LOSS)
+            np.testing.assert_allclose(state.scaling_diagonal, running, rtol=RTOL)
+            assert rho > 0 and not bool(state.info.rejected)
+            np.testing.assert_allclose(u, ref_u, rtol=tol)
+            w = w - u
+            damping = float(state.damping)
+
+    def test_marquardt_scaling_is_invariant_to_parameter_scaling(self):
+        # Rescaling a parameter, w = S v, leaves the Marquardt-scaled iterates
+        # unchanged: (SGS + μ diag(SGS)) S⁻¹ p = -S g.
+        scale = jnp.array([1e3, 1e-2])
+        loss_v = least_squares_objective(lambda v: exp_residual(v * scale))
+        tx = levenberg_marquardt(scaling="marquardt")
+        w, v = jnp.asarray(W0), jnp.asarray(W0) / scale
+        sw, sv = tx.init(w), tx.init(v)
+        for _ in range(8):
+            uw, sw = tx.update(jax.grad(EXP_LOSS)(w), sw, w, value_fn=EXP_LOSS)
+            uv, sv = tx.update(jax.grad(loss_v)(v), sv, v, value_fn=loss_v)
+            w, v = w + uw, v + uv
+        np.testing.assert_allclose(v * scale, w, rtol=1e-9)
+
+    @parameterized.parameters("dense", "cg")
+    def test_composite_direction_is_explicit_ggn_solve(self, solver):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(10, 2)))
+        targets = jnp.asarray(rng.normal(size=(10,)))
+
+        def model(w):
+            return jnp.tanh(x @ w[:2]) * w[2] + w[3]
+
+        def output_loss(out):
+            return jnp.sum(jnp.log(jnp.cosh(out - targets)))  # convex, non-quadratic
+
+        loss = composite_objective(model, output_loss)
+        w = jnp.asarray(rng.normal(size=4))
+        g = jax.grad(loss)(w)
+        tx = scale_by_levenberg_marquardt(
+            0.3, relative_initial_damping=False, solver=solver, cg_rtol=1e-13
+        )
+        u, state = tx.update(g, tx.init(w), w, value_fn=loss)
+        jac = np.asarray(jax.jacfwd(model)(w))
+        h = np.asarray(jax.hessian(output_loss)(model(w)))
+        expected = np.linalg.solve(jac.T @ h @ jac + 0.3 * np.eye(4), np.asarray(g))
+        tol = RTOL * 10 if solver == "dense" else CG_RTOL
+        assert not bool(state.info.rejected)
+        np.testing.assert_allclose(u, expected, rtol=tol)
+
+
+class TestRejection:
+    def test_nan_trial_is_rejected_and_damping_grows(self):
+        # Beyond w = 2 the residual is NaN; the undamped step jumps to w ≈ 10.
+        loss = least_squares_objective(lambda w: w - 10.0 + jnp.where(w > 2.0, jnp.nan, 0.0))
+        tx = scale_by_levenberg_marquardt(1e-3, relative_initial_damping=False)
+        w = jnp.array([1.0])
+        state = tx.init(w)
+        u, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+        np.testing.assert_array_equal(u, 0.0)
+        assert bool(state.info.rejected) and float(state.info.rho) == -np.inf
+        np.testing.assert_allclose(state.damping, 2e-3, rtol=RTOL)
+        assert float(state.damping_growth) == 4.0
+        u, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+        np.testing.assert_allclose(state.damping, 8e-3, rtol=RTOL)
+        assert float(state.damping_growth) == 8.0
+
+        step = jax.jit(lambda w, s: tx.update(jax.grad(loss)(w), s, w, value_fn=loss))
+        values, rejected = [float(loss(w))], 0
+        for _ in range(40):
+            u, state = step(w, state)
+            w = w - u
+            rejected += int(state.info.rejected)
+            values.append(float(loss(w)))
+        assert np.all(np.isfinite(w)) and float(w[0]) <= 2.0
+        assert np.all(np.diff(values) <= 0.0) and values[-1] < 0.5 * 9.0**2
+        assert 0 < rejected < 40
+
+    def test_damping_stays_finite_under_endless_rejection(self):
+        loss = least_squares_objective(lambda w: w - 10.0 + jnp.where(w != 1.0, jnp.nan, 0.0))
+        tx = scale_by_levenberg_marquardt()
+        w = jnp.array([1.0])
+        step = jax.jit(lambda s: tx.update(jax.grad(loss)(w), s, w, value_fn=loss))
+        state = tx.init(w)
+        for _ in range(60):
+            u, state = step(state)
+            np.testing.assert_array_equal(u, 0.0)
+        assert np.isfinite(float(state.damping)) and np.isfinite(float(state.damping_growth))
+
+
+class TestErrors:
+    def test_plain_callable_is_a_type_error_naming_the_objectives(self):
+        tx = scale_by_levenberg_marquardt()
+        w = jnp.ones(2)
+        with pytest.raises(TypeError, match="least_squares_objective") as err:
+            tx.update(w, tx.init(w), w, value_fn=lambda p: jnp.sum(p**2))
+        assert "composite_objective" in str(err.value)
+
+    def test_bad_options(self):
+        with pytest.raises(ValueError, match="scaling"):
+            scale_by_levenberg_marquardt(scaling="jacobi")
+        with pytest.raises(ValueError, match="initial_damping"):
+            scale_by_levenberg_marquardt(initial_damping=0.0)
+        with pytest.raises(ValueError, match="eta"):
+            levenberg_marquardt(eta=1.5)
+
+
+def run_nist(problem, opt, steps):
+    loss = least_squares_objective(problem.residual_fn)
+
+    def solve(b0):
+        def body(_, carry):
+            b, state = carry
+            updates, state = opt.update(jax.grad(loss)(b), state, b, value_fn=loss)
+            return optax.apply_updates(b, updates), state
+
+        return jax.lax.fori_loop(0, steps, body, (b0, opt.init(b0)))[0]
+
+    starts = jnp.stack([jnp.asarray(s, jnp.float64) for s in problem.starts])
+    return np.asarray(jax.jit(jax.vmap(solve))(starts))
+
+
+@pytest.mark.parametrize("name", nist.names("lower"))
+def test_nist_lower_reaches_certified_values_from_both_starts(name):
+    problem = nist.load(name)
+    estimates = run_nist(problem, levenberg_marquardt(), NIST_STEPS)
+    for start, b in enumerate(estimates, 1):
+        lre = nist.min_lre(b, problem.certified_params)
+        assert lre >= NIST_MIN_LRE, f"{name} start {start}: LRE {lre:.2f}, b = {b}"
+
+
+def test_nist_marquardt_scaling_and_cg():
+    problem = nist.load("Misra1a")
+    for opt in (
+        levenberg_marquardt(scaling="marquardt"),
+        levenberg_marquardt(solver="cg", cg_rtol=1e-14),
+    ):
+        for b in run_nist(problem, opt, 300):
+            assert nist.min_lre(b, problem.certified_params) >= NIST_MIN_LRE
+
+
+def test_mlp_regression_beats_adam():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x = jnp.linspace(-3.0, 3.0, 64)[:, None]
+    y = jnp.sin(x[:, 0])
+    params = {
+        "w1": jax.random.normal(k1, (1, 16)),
+        "b1": jnp.zeros(16),
+        "w2": jax.random.normal(k2, (16, 1)) / 4.0,
+        "b2": jnp.zeros(1),
+    }
+
+    def model(p):
+        return (jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"])[:, 0]
+
+    loss = composite_objective(model, lambda out: 0.5 * jnp.mean((out - y) ** 2))
+
+    def train(opt, steps=30):
+        def body(_, carry):
+            p, state = carry
+            updates, state = opt.update(jax.grad(loss)(p), state, p, value_fn=loss)
+            return optax.apply_updates(p, updates), state
+
+        p, _ = jax.jit(lambda p: jax.lax.fori_loop(0, steps, body, (p, opt.init(p))))(params)
+        return float(loss(p))
+
+    lm_loss, adam_loss = train(levenberg_marquardt()), train(optax.adam(1e-2))
+    assert lm_loss < 0.5 * adam_loss, (lm_loss, adam_loss)
+
+
+class TestOptaxProtocol:
+    @pytest.mark.parametrize("solver", ["dense", "cg"])
+    def test_no_recompile_on_second_update(self, solver):
+        traces = []
+
+        def residual(w):
+            traces.append(1)
+            return exp_residual(w)
+
+        loss = least_squares_objective(residual)
+        tx = scale_by_levenberg_marquardt(solver=solver, scaling="marquardt")
+
+        @jax.jit
+        def step(w, state):
+            updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+            return w - updates, state
+
+        w0 = jnp.asarray(W0)
+        w, state = step(w0, tx.init(w0))
+        n_traces = len(traces)
+        step(w, state)
+        assert len(traces) == n_traces
+        assert step._cache_size() == 1
+
+    def test_inject_hyperparams(self):
+        opt = optax.inject_hyperparams(levenberg_marquardt)(initial_damping=0.5, eta=0.0)
+        traces = []
+
+        @jax.jit
+        def step(w, state):
+            traces.append(1)
+            updates, state = opt.update(jax.grad(EXP_LOSS)(w), state, w, value_fn=EXP_LOSS)
+            return optax.apply_updates(w, updates), state
+
+        w = jnp.asarray(W0)
+        state = opt.init(w)
+        w, state = step(w, state)
+        state.hyperparams["eta"] = state.hyperparams["eta"] + 1e-4
+        for _ in range(30):
+            w, state = step(w, state)
+        assert len(traces) == 1
+        reference = jnp.asarray(W0)
+        ref_opt = levenberg_marquardt(0.5)
+        ref_state = ref_opt.init(reference)
+        for _ in range(31):
+            u, ref_state = ref_opt.update(
+                jax.grad(EXP_LOSS)(reference), ref_state, reference, value_fn=EXP_LOSS
+            )
+            reference = reference + u
+        np.testing.assert_allclose(w, reference, rtol=1e-10)
+
+    def test_vmap_over_problems_and_apply_if_finite(self):
+        targets = jnp.array([[2.0, -1.3], [0.5, 0.4], [-1.0, -0.2]])
+        opt = optax.apply_if_finite(levenberg_marquardt(), max_consecutive_errors=2)
+
+        def solve(target):
+            loss = least_squares_objective(lambda w: w[0] * jnp.exp(w[1] * X) - exact(target))
+
+            def body(_, carry):
+                w, state = carry
+                updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+                return optax.apply_updates(w, updates), state
+
+            w = jnp.asarray(W0)
+            return jax.lax.fori_loop(0, 40, body, (w, opt.init(w)))[0]
+
+        def exact(target):
+            return target[0] * jnp.exp(target[1] * X)
+
+        got = jax.jit(jax.vmap(solve))(targets)
+        np.testing.assert_allclose(got, targets, rtol=1e-10)
+        np.testing.assert_allclose(got[1], jax.jit(solve)(targets[1]), rtol=1e-12)
+
+    @pytest.mark.parametrize("solver", ["dense", "cg"])
+    def test_float32_smoke(self, solver):
+        x32 = jnp.asarray(X, jnp.float32)
+        y32 = 2.0 * jnp.exp(-1.3 * x32)
+        loss = least_squares_objective(lambda w: w[0] * jnp.exp(w[1] * x32) - y32)
+        opt = levenberg_marquardt(solver=solver)
+        w = jnp.asarray(W0, jnp.float32)
+        state = opt.init(w)
+        step = jax.jit(lambda w, s: opt.update(jax.grad(loss)(w), s, w, value_fn=loss))
+        for _ in range(40):
+            u, state = step(w, state)
+            w = optax.apply_updates(w, u)
+        assert w.dtype == jnp.float32 and state[0].damping.dtype == jnp.float32
+        np.testing.assert_allclose(w, [2.0, -1.3], atol=F32_ATOL)
