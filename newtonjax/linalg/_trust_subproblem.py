@@ -74,6 +74,13 @@ def _safe(x: Array) -> Array:
     return jnp.where(x == 0, jnp.ones_like(x), x)
 
 
+def _safe_norm(x: Array) -> Array:
+    """Euclidean norm scaled by ``max|x|``, so that squaring neither overflows nor underflows."""
+    m = jnp.max(jnp.abs(x))
+    m_safe = jnp.where(m > 0, m, 1.0)
+    return m * jnp.sqrt(jnp.sum((x / m_safe) ** 2))
+
+
 def _boundary_taus(zz: Array, zd: Array, dd: Array, radius: Array) -> tuple[Array, Array]:
     r"""Roots ``τ_- <= 0 <= τ_+`` of ``‖z + τ d‖ = Δ`` for ``‖z‖ <= Δ``.
 
@@ -364,9 +371,9 @@ def cauchy_point(
     Examples:
       >>> import jax.numpy as jnp
       >>> from newtonjax.linalg import cauchy_point
-      >>> res = cauchy_point(lambda v: 2.0 * v, jnp.array([1.0, 0.0]), 1.0)
+      >>> res = cauchy_point(lambda v: 2.0 * v, jnp.array([3.0, 4.0]), 10.0)
       >>> print(res.step, float(res.predicted_reduction))
-      [-0.5 -0. ] 0.25
+      [-1.5 -2. ] 6.25
 
     References:
       Nocedal & Wright (2006), Numerical Optimization, 2nd ed., §4.1, Alg. 4.2.
@@ -594,8 +601,10 @@ def trust_region_exact(
        monotone and converges quadratically; stops when ``|‖p‖ - Δ| <= rtol Δ``.
 
     The iteration works in ``θ = λ + w_1`` with the gaps ``w_i - w_1 >= 0``, which
-    keeps the pole at ``θ = 0`` free of cancellation. Each iteration costs ``O(n)``
-    after the ``O(n³)`` eigendecomposition.
+    keeps the pole at ``θ = 0`` free of cancellation, and in units where
+    ``max|ĝ| = max|w| = 1`` with norms of ratios ``|p̂_i|/Δ``, so that no square
+    over- or underflows (float32 gradients of 1e-20 are fine). Each iteration costs
+    ``O(n)`` after the ``O(n³)`` eigendecomposition.
 
     Args:
       H: ``(n, n)`` symmetric real matrix (symmetrized internally).
@@ -647,37 +656,46 @@ def trust_region_exact(
 
     w, Q = jnp.linalg.eigh(H)
     gh = jnp.matmul(Q.T, g, precision=_HIGHEST)
-    gh2 = gh * gh
-    w1 = w[0]
-    gap = jnp.maximum(w - w1, 0.0)  # d_i = w_i - w_1 >= 0
-    scale = jnp.max(jnp.abs(w))
-    tol_w = max(n, 10) * eps * scale  # eigenvalues within tol_w of w_1 form its cluster
-    cluster = gap <= tol_w
-    g_norm = jnp.linalg.norm(g)
-    theta_floor = jnp.maximum(tol_w, jnp.finfo(dtype).tiny / eps)
 
-    def norm2(theta):  # ‖p‖² at θ = λ + w_1 (all d_i + θ > 0)
-        return jnp.sum(gh2 / (gap + theta) ** 2)
+    # Work in units where max|ĝ| = max|w| = 1, so that no square over- or underflows:
+    # ĝ_s = ĝ/σ_g, w_s = w/σ_H, Δ_s = Δ σ_H/σ_g, and p = (σ_g/σ_H) p_s.
+    sigma_g = jnp.max(jnp.abs(gh))
+    sigma_g = jnp.where(sigma_g > 0, sigma_g, 1.0)
+    sigma_h = jnp.max(jnp.abs(w))
+    sigma_h = jnp.where(sigma_h > 0, sigma_h, 1.0)
+    gs = gh / sigma_g
+    ws = w / sigma_h
+    radius_s = radius * (sigma_h / sigma_g)
+    w1 = ws[0]
+    gap = jnp.maximum(ws - w1, 0.0)  # d_i = w_i - w_1 >= 0
+    tol_w = max(n, 10) * eps  # eigenvalues within tol_w of w_1 form its cluster
+    cluster = gap <= tol_w
+
+    def ratios(theta):
+        # q_i = ĝ_i / (Δ (d_i + θ)), so that |q_i| = |p̂_i| / Δ and ‖q‖ = ‖p‖/Δ.
+        t = gap + theta
+        return gs / (radius_s * t), t
 
     # Hard case test at λ = max(-w_1, 0), i.e. θ_lo = max(w_1, 0).
     theta_lo = jnp.maximum(w1, 0.0)
-    s = jnp.sqrt(jnp.sum(jnp.where(cluster, gh2, 0.0)))
-    excl2 = jnp.sum(jnp.where(cluster, 0.0, gh2 / _safe(gap + theta_lo) ** 2))
-    rem2 = radius * radius - excl2
-    hard = (w1 <= tol_w) & (rem2 >= 0) & (s <= tol_w * jnp.sqrt(jnp.maximum(rem2, 0.0)))
+    s = _safe_norm(jnp.where(cluster, gs, 0.0))
+    q_excl = jnp.where(cluster, 0.0, gs / (radius_s * _safe(gap + theta_lo)))
+    excl = _safe_norm(q_excl)
+    rem = (1.0 - excl) * (1.0 + excl)  # (Δ² - ‖p_excl‖²) / Δ²
+    hard = (w1 <= tol_w) & (excl <= 1.0) & (s <= tol_w * radius_s * jnp.sqrt(jnp.maximum(rem, 0.0)))
     # A smallest eigenvalue within rounding of zero counts as zero: the hard case
     # then gives the interior minimum-norm step -H⁺g instead of a boundary step
     # along a numerically null direction.
     hard_boundary = hard & (w1 < -tol_w)
-    interior = ~hard & (w1 > 0) & (norm2(jnp.maximum(w1, theta_floor)) <= radius * radius)
+    interior = ~hard & (w1 > 0) & (_safe_norm(ratios(jnp.maximum(w1, tol_w))[0]) <= 1.0)
     secular = ~hard & ~interior
 
-    # Secular equation on θ ∈ (θ_lo, θ_hi]: ‖p(θ)‖ <= ‖g‖/θ gives θ_hi = ‖g‖/Δ.
-    theta_hi = jnp.maximum(g_norm / radius, theta_lo)
+    # Secular equation on θ ∈ (θ_lo, θ_hi]: ‖p(θ)‖ <= ‖ĝ‖/θ gives θ_hi = ‖ĝ_s‖/Δ_s.
+    theta_hi = jnp.maximum(_safe_norm(gs) / radius_s, theta_lo)
     theta_start = jnp.where(
-        w1 > 0, jnp.maximum(w1, theta_floor), jnp.clip(s / radius - tol_w, theta_floor, theta_hi)
+        w1 > 0, jnp.maximum(w1, tol_w), jnp.clip(s / radius_s - tol_w, tol_w, theta_hi)
     )
-    theta_start = jnp.minimum(theta_start, jnp.maximum(theta_hi, theta_floor))
+    theta_start = jnp.minimum(theta_start, jnp.maximum(theta_hi, tol_w))
 
     def cond(state):
         _, _, _, k, done = state
@@ -685,45 +703,43 @@ def trust_region_exact(
 
     def body(state):
         theta, lo, hi, k, _ = state
-        t = gap + theta
-        p2 = jnp.sum(gh2 / t**2)
-        q2 = jnp.sum(gh2 / t**3)
-        p_norm = jnp.sqrt(p2)
-        converged = jnp.abs(p_norm - radius) <= rtol * radius
-        too_long = p_norm > radius
+        q, t = ratios(theta)
+        m = jnp.max(jnp.abs(q))
+        qn = q / jnp.where(m > 0, m, 1.0)
+        q_norm = m * jnp.sqrt(jnp.sum(qn * qn))
+        converged = jnp.abs(q_norm - 1.0) <= rtol
+        too_long = q_norm > 1.0
         lo = jnp.where(too_long, theta, lo)
         hi = jnp.where(too_long, hi, theta)
-        theta_newton = theta + (p2 / _safe(q2)) * (p_norm - radius) / radius
+        # N&W eq. 4.44: θ ← θ + (‖p‖²/‖q‖²)(‖p‖ - Δ)/Δ, here ‖p‖²/‖q‖² = Σq²/Σ(q²/t).
+        step_ratio = jnp.sum(qn * qn) / _safe(jnp.sum(qn * qn / t))
+        theta_newton = theta + step_ratio * (q_norm - 1.0)
         inside = (theta_newton > lo) & (theta_newton < hi)
         theta_safe = jnp.maximum(jnp.sqrt(lo * hi), lo + 1e-3 * (hi - lo))
         theta_next = jnp.where(inside, theta_newton, theta_safe)
         stalled = (theta_next == theta) | ~jnp.isfinite(theta_next) | (hi - lo <= eps * hi)
         theta_next = jnp.where(converged | ~jnp.isfinite(theta_next), theta, theta_next)
-        return (
-            theta_next,
-            lo,
-            hi,
-            k + jnp.where(converged, 0, 1).astype(jnp.int32),
-            (converged | stalled),
-        )
+        k_next = k + jnp.where(converged, 0, 1).astype(jnp.int32)
+        return theta_next, lo, hi, k_next, converged | stalled
 
     state = (theta_start, theta_lo, theta_hi, jnp.zeros((), jnp.int32), jnp.array(False))
     theta, _, _, num_steps, done = jax.lax.while_loop(cond, body, state)
 
-    # Assemble p̂ = Qᵀp.
+    # Assemble p̂ = Qᵀp in the original units.
     theta = jnp.where(secular, theta, theta_lo)
     denom = gap + theta
     drop = hard & cluster  # the cluster components are replaced by τ q_1
-    p_hat = jnp.where(drop, 0.0, -gh / jnp.where(drop | (denom <= 0), 1.0, denom))
-    tau = jnp.where(hard_boundary, jnp.sqrt(jnp.maximum(rem2, 0.0)), 0.0)
+    p_hat = jnp.where(drop, 0.0, gs / jnp.where(drop | (denom <= 0), 1.0, denom))
+    p_hat = -(sigma_g / sigma_h) * p_hat
+    tau = jnp.where(hard_boundary, radius * jnp.sqrt(jnp.maximum(rem, 0.0)), 0.0)
     sign = jnp.where(gh[0] > 0, -1.0, 1.0)
-    p_hat = p_hat.at[0].add(jnp.where(hard, sign * tau, 0.0))
+    p_hat = p_hat.at[0].add(sign * tau)
     # Feasibility: an unconverged secular iterate is scaled into the region.
-    p_norm = jnp.linalg.norm(p_hat)
+    p_norm = _safe_norm(p_hat)
     p_hat = p_hat * jnp.minimum(1.0, radius / _safe(p_norm))
     step = jnp.matmul(Q, p_hat, precision=_HIGHEST)
     pred = -(jnp.dot(gh, p_hat, precision=_HIGHEST) + 0.5 * jnp.sum(w * p_hat * p_hat))
-    multiplier = jnp.maximum(theta - w1, 0.0)
+    multiplier = jnp.maximum(theta - w1, 0.0) * sigma_h
     multiplier = jnp.where(interior | (hard & ~hard_boundary), 0.0, multiplier)
 
     boundary = hard_boundary | secular
