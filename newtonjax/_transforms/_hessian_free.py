@@ -121,9 +121,20 @@ def _initial_info(dtype) -> HessianFreeInfo:
 
 
 def martens_damping_update(damping, rho):
-    """Martens (2010) §4.1: ×3/2 if ρ < ¼ (or ρ is not finite), ×2/3 if ρ > ¾."""
+    """Martens (2010) §4.1: ×3/2 if ρ < ¼, ×2/3 if ρ > ¾; ×4 if ρ < 0 or not finite.
+
+    Martens' factors are tuned for stochastic training, where λ moves slowly; a
+    step that increased the loss (or hit a NaN) raises λ by 4 so that a
+    deterministic solve does not spend tens of rejected steps climbing back from a
+    small λ after the curvature changes.
+    """
+    failed = ~(rho >= 0.0)
     shrink_step = ~(rho >= 0.25)
-    return jnp.where(shrink_step, 1.5 * damping, jnp.where(rho > 0.75, damping / 1.5, damping))
+    return jnp.where(
+        failed,
+        4.0 * damping,
+        jnp.where(shrink_step, 1.5 * damping, jnp.where(rho > 0.75, damping / 1.5, damping)),
+    )
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
@@ -214,12 +225,19 @@ def scale_by_hessian_free(
         x0 = tree_scale(warm_start_decay, state.cg_solution)
         x0 = tree_where(_all_finite(x0), x0, tree_zeros_like(x0))
         result = linalg.cg(matvec, updates, x0=x0, rtol=cg_rtol, max_steps=max_cg_steps)
-        # Negative curvature on the first direction from x0 = 0 leaves x = 0: take the
-        # minimizer of the damping-only model, g/λ, and let the gain ratio judge it.
-        empty = (tree_norm(result.x) == 0) | ~_all_finite(result.x)
-        step = tree_where(empty, tree_scale(1.0 / lam, updates), result.x)
-
-        predicted = model_reduction(updates, step, op.matvec(step)).astype(dtype)
+        # CG run from a warm start can stop at once on negative curvature and leave a
+        # direction the model does not decrease along. A useful CG step lowers the
+        # damped model, i.e. its undamped predicted reduction exceeds ½λ‖x‖²;
+        # otherwise take the minimizer of the damping-only model, g/λ, and let the
+        # gain ratio judge it (λ grows on rejection, so g/λ eventually descends).
+        x = tree_where(_all_finite(result.x), result.x, tree_zeros_like(result.x))
+        x_norm = tree_norm(x)
+        predicted_cg = model_reduction(updates, x, op.matvec(x))
+        useful = (x_norm > 0) & (predicted_cg > 0.5 * lam * x_norm**2)
+        fallback = tree_scale(1.0 / lam, updates)
+        predicted_fallback = model_reduction(updates, fallback, op.matvec(fallback))
+        step = tree_where(useful, x, fallback)
+        predicted = jnp.where(useful, predicted_cg, predicted_fallback).astype(dtype)
         new_value = trial_value(fn, params, step)
         rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
         new_lam = jnp.clip(martens_damping_update(lam, rho), lo, hi)
@@ -235,7 +253,7 @@ def scale_by_hessian_free(
         )
         new_state = ScaleByHessianFreeState(
             damping=new_lam.astype(dtype),
-            cg_solution=tree_where(_all_finite(step), step, tree_zeros_like(step)),
+            cg_solution=tree_where(useful, x, tree_zeros_like(x)),
             info=info,
         )
         return u, new_state

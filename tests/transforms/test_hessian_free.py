@@ -100,9 +100,12 @@ class TestStep(chex.TestCase):
             r0 = g - mat @ x0
             x1 = x0 + (r0 @ r0) / (r0 @ mat @ r0) * r0
             u, state = tx.update(jnp.asarray(g), state, w, value_fn=f)
-            np.testing.assert_allclose(state.cg_solution, x1, rtol=1e-12)
+            # The CG iterate is kept (and warm-starts the next solve) only if it
+            # lowers the damped model q(x) = ½xᵀ(A + λI)x − gᵀx below q(0) = 0.
+            useful = 0.5 * x1 @ mat @ x1 - g @ x1 < 0
+            np.testing.assert_allclose(state.cg_solution, x1 if useful else 0.0, rtol=1e-12)
             assert int(state.info.cg_steps) == 1
-            x_prev = x1
+            x_prev = x1 if useful else np.zeros(3)
             w = w - u
 
     def test_negative_curvature_falls_back_to_damped_gradient(self):
@@ -120,7 +123,7 @@ class TestDamping:
     def test_martens_rule(self):
         rho = jnp.array([-jnp.inf, jnp.nan, 0.1, 0.25, 0.5, 0.75, 0.76, 2.0])
         got = martens_damping_update(jnp.ones(()), rho)
-        expected = [1.5, 1.5, 1.5, 1.0, 1.0, 1.0, 2.0 / 3.0, 2.0 / 3.0]
+        expected = [4.0, 4.0, 1.5, 1.0, 1.0, 1.0, 2.0 / 3.0, 2.0 / 3.0]
         np.testing.assert_allclose(got, expected, rtol=1e-15)
 
     def test_nan_trial_is_rejected(self):
@@ -131,7 +134,7 @@ class TestDamping:
         u, state = step(w, tx.init(w))
         np.testing.assert_array_equal(u, 0.0)
         assert bool(state.info.rejected) and float(state.info.rho) == -np.inf
-        np.testing.assert_allclose(state.damping, 1.5e-3, rtol=1e-15)
+        np.testing.assert_allclose(state.damping, 4e-3, rtol=1e-15)
         values = [float(f(w))]
         for _ in range(40):
             u, state = step(w, state)
