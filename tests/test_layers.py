@@ -22,6 +22,7 @@ LAYERS = {
     "newtonjax._transforms": 4,
     "newtonjax._solve": 5,
     "newtonjax": 6,  # the public surface re-exports everything
+    "newtonjax.__main__": 7,  # `python -m newtonjax`: the experiments' command line
     "experiments": 7,
 }
 

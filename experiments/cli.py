@@ -1,0 +1,71 @@
+"""``newtonjax run CONFIG [key=value ...]`` and friends.
+
+Exit codes: 0 success, 2 a bad config or command line (one line on stderr naming the
+problem, no traceback), 130 interrupted (results so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="newtonjax", description="Second-order optimization experiments with newtonjax."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment config")
+    run.add_argument("config", help="path to a YAML config")
+    run.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    run.add_argument("--output-dir", help="parent folder of the run folder (default: output.dir)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    check = sub.add_parser("validate", help="validate configs without running them")
+    check.add_argument("configs", nargs="+")
+    check.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_parser("list", help="list registered problems and optimizers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from experiments.config import ConfigError, load_config
+
+    try:
+        if args.command == "list":
+            from experiments import optimizers
+            from experiments.problems import base
+
+            base.resolve("rosenbrock")  # registers the built-ins
+            print("problems:   " + ", ".join(sorted(base.PROBLEMS)))
+            print("optimizers: " + ", ".join(optimizers.OPTIMIZERS))
+            return 0
+        if args.command == "validate":
+            for path in args.configs:
+                load_config(path, args.override)
+                print(f"{path}: ok")
+            return 0
+        overrides = list(args.overrides)
+        if args.no_progress:
+            overrides.append("run.progress=false")
+        config = load_config(args.config, overrides)
+        from experiments.runner import RunInterrupted, run_experiment, setup_platform
+
+        device = setup_platform(config)
+        try:
+            run_dir = run_experiment(config, device=device, output_dir=args.output_dir)
+        except RunInterrupted as stop:
+            print(f"newtonjax: {stop}", file=sys.stderr)
+            return 130
+        print(f"results: {run_dir}")
+        print((run_dir / "summary.md").read_text())
+        return 0
+    except ConfigError as err:
+        print(f"newtonjax: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

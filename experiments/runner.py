@@ -1,0 +1,406 @@
+"""Run a validated experiment: build, jit the step, log metrics, write the run folder.
+
+The run folder (never an existing one) holds ``config.yaml`` (the resolved
+config), ``environment.json`` (versions, device, command), ``metrics.jsonl`` (one
+JSON object per step and optimizer, flushed as it is written), ``summary.json`` and
+``summary.md`` (final loss, steps and time to the target, reports), and the PNG
+plots. An interrupted run keeps all of that and records where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import math
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import yaml
+
+from experiments import optimizers as registry
+from experiments.config import ConfigError, ExperimentConfig, OptimizerConfig, to_dict
+from experiments.problems import base
+
+__all__ = ["setup_platform", "make_run_dir", "run_experiment", "expand_sweep", "RunInterrupted"]
+
+DIAGNOSTICS = ("radius", "damping", "rho", "cg_steps", "rejected", "learning_rate")
+
+
+class RunInterrupted(Exception):
+    """Raised after an interrupted run has written what it had."""
+
+    def __init__(self, run_dir: Path, where: str):
+        super().__init__(f"interrupted during {where}; results so far are in {run_dir}")
+        self.run_dir = run_dir
+        self.where = where
+
+
+# ------------------------------------------------------------------- platform
+
+
+def setup_platform(config: ExperimentConfig) -> jax.Device:
+    """Apply ``x64`` and pick the device; a device that is not there is an error."""
+    jax.config.update("jax_enable_x64", bool(config.x64))
+    if config.device == "auto":
+        device = jax.devices()[0]
+    else:
+        try:
+            devices = jax.devices(config.device)
+        except RuntimeError:
+            devices = []
+        if not devices:
+            present = sorted({d.platform for d in jax.devices()})
+            raise ConfigError(
+                f"device: {config.device!r} was asked for but is not available here; "
+                f"present: {', '.join(present)} (use device: auto to take the best one)"
+            )
+        device = devices[0]
+    jax.config.update("jax_default_device", device)
+    return device
+
+
+# ------------------------------------------------------------------ run folder
+
+
+def make_run_dir(root: str | Path, name: str) -> Path:
+    """A new folder ``root/name-YYYYmmdd-HHMMSS[-k]``; an existing one is never reused."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        candidate = root / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise RuntimeError(f"cannot create a new run folder under {root}")
+
+
+def environment(device: jax.Device) -> dict[str, Any]:
+    import newtonjax
+
+    return {
+        "newtonjax": newtonjax.__version__,
+        "jax": jax.__version__,
+        "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "device_kind": getattr(device, "device_kind", device.platform),
+        "x64": bool(jax.config.jax_enable_x64),
+        "command": " ".join(sys.argv),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+# -------------------------------------------------------------- optimizers
+
+
+def expand_sweep(config: ExperimentConfig) -> list[OptimizerConfig]:
+    """The optimizer list with the swept entry replaced by one entry per value."""
+    if config.sweep is None:
+        return list(config.optimizers)
+    out = []
+    for opt in config.optimizers:
+        if opt.display != config.sweep.optimizer:
+            out.append(opt)
+            continue
+        for value in config.sweep.values:
+            out.append(
+                OptimizerConfig(
+                    name=opt.name,
+                    label=f"{opt.display}({config.sweep.param}={value})",
+                    params={**opt.params, config.sweep.param: value},
+                )
+            )
+    return out
+
+
+def _find(state: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """Scalar diagnostics named ``names`` anywhere in a (nested) optax state."""
+    found: dict[str, Any] = {}
+
+    def visit(node):
+        if hasattr(node, "_fields"):
+            for field in node._fields:
+                value = getattr(node, field)
+                if field in names and field not in found and hasattr(value, "dtype"):
+                    found[field] = value
+                else:
+                    visit(value)
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if key in names and key not in found and hasattr(child, "dtype"):
+                    found[key] = child
+                else:
+                    visit(child)
+
+    visit(state)
+    return found
+
+
+def _tree_inf_norm(tree) -> jax.Array:
+    leaves = [jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)]
+    return jnp.max(jnp.stack(leaves))
+
+
+def _make_step(problem: base.Problem, tx: optax.GradientTransformation):
+    objective = problem.objective
+    has_data = problem.data is not None
+
+    def single(params, state, data):
+        args = (data,) if has_data else ()
+        kwargs = {"data": data} if has_data else {}
+        value, grad = jax.value_and_grad(objective)(params, *args)
+        updates, state = tx.update(
+            grad, state, params, value_fn=objective, value=value, grad=grad, **kwargs
+        )
+        new_params = optax.apply_updates(params, updates)
+        diag = {k: jnp.asarray(v, jnp.float32) for k, v in _find(state, DIAGNOSTICS).items()}
+        metrics = problem.metrics(params, *args) if problem.metrics else {}
+        return new_params, state, value, _tree_inf_norm(grad), diag, metrics
+
+    if problem.batch_size:
+        batched = jax.vmap(single)
+
+        def step(params, state, data):
+            new_params, state, value, gnorm, diag, metrics = batched(params, state, data)
+            diag = {k: jnp.mean(v) for k, v in diag.items()}
+            metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+            metrics["loss_max"] = jnp.max(value)
+            return new_params, state, jnp.mean(value), jnp.max(gnorm), diag, metrics
+
+        return jax.jit(step)
+    return jax.jit(single)
+
+
+def _init_state(problem: base.Problem, tx):
+    if problem.batch_size:
+        return jax.vmap(tx.init)(problem.init_params)
+    return tx.init(problem.init_params)
+
+
+def _final_loss(problem: base.Problem, params) -> float:
+    args = (problem.data,) if problem.data is not None else ()
+    if problem.batch_size:
+        values = jax.vmap(problem.objective)(params, *args)
+        return float(jnp.mean(values))
+    return float(problem.objective(params, *args))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return x
+
+
+# --------------------------------------------------------------------- the run
+
+
+def _run_optimizer(problem, opt, config, metrics_file, progress):
+    from tqdm.auto import tqdm
+
+    try:
+        tx = registry.build(opt.name, opt.params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer {opt.display!r}: {err}") from None
+    state = _init_state(problem, tx)
+    params = problem.init_params
+    data = problem.data
+    step = _make_step(problem, tx)
+    t0 = time.perf_counter()
+    compiled = step.lower(params, state, data).compile()
+    compile_time = time.perf_counter() - t0
+
+    target = config.run.target_loss if config.run.target_loss is not None else problem.target_loss
+    record = {"label": opt.display, "optimizer": opt.name, "compile_time": compile_time}
+    steps_to_target = time_to_target = None
+    status = "completed"
+    elapsed = 0.0
+    bar = tqdm(
+        total=config.run.steps,
+        desc=opt.display,
+        disable=not progress,
+        leave=True,
+        dynamic_ncols=True,
+    )
+    k = 0
+    try:
+        for k in range(config.run.steps):
+            t_start = time.perf_counter()
+            new_params, state, value, gnorm, diag, metrics = compiled(params, state, data)
+            value = float(value)  # synchronizes
+            elapsed += time.perf_counter() - t_start
+            line = {
+                "optimizer": opt.display,
+                "step": k,
+                "loss": value,
+                "grad_norm": float(gnorm),
+                "time": elapsed,
+            }
+            line.update({key: float(v) for key, v in diag.items()})
+            line.update({key: float(v) for key, v in metrics.items()})
+            metrics_file.write(json.dumps(_jsonable(line)) + "\n")
+            metrics_file.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3e}")
+            if not math.isfinite(value):
+                status = "non-finite loss"
+                break
+            if target is not None and value <= target and steps_to_target is None:
+                steps_to_target, time_to_target = k, elapsed
+                if config.run.stop_at_target:
+                    params = new_params
+                    status = "reached target"
+                    break
+            params = new_params
+            if config.run.time_limit is not None and elapsed > config.run.time_limit:
+                status = "time limit"
+                break
+        else:
+            k = config.run.steps
+    finally:
+        bar.close()
+    final = _final_loss(problem, params)
+    record.update(
+        {
+            "status": status,
+            "steps": int(k if status == "completed" else k + 1),
+            "final_loss": final,
+            "time": elapsed,
+            "target_loss": target,
+            "steps_to_target": steps_to_target,
+            "time_to_target": time_to_target,
+        }
+    )
+    return record, params
+
+
+def _summary_markdown(config, records, reports, status) -> str:
+    lines = [
+        f"# {config.name}",
+        "",
+        config.description.strip() or "",
+        "",
+        f"status: {status}",
+        "",
+        "| optimizer | final loss | steps | time (s) | compile (s) | steps to target | time to target (s) | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        stt = "—" if r["steps_to_target"] is None else str(r["steps_to_target"])
+        ttt = "—" if r["time_to_target"] is None else f"{r['time_to_target']:.3f}"
+        lines.append(
+            f"| {r['label']} | {r['final_loss']:.6e} | {r['steps']} | {r['time']:.3f} | "
+            f"{r['compile_time']:.2f} | {stt} | {ttt} | {r['status']} |"
+        )
+    if reports:
+        lines += ["", "## Reports", ""]
+        for label, report in reports.items():
+            lines += [f"### {label}", "", "```", json.dumps(_jsonable(report), indent=2), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(
+    config: ExperimentConfig, *, device: jax.Device, output_dir: str | Path | None = None
+) -> Path:
+    """Run every optimizer of ``config`` on its problem; return the new run folder."""
+    key = jax.random.PRNGKey(config.seed)
+    builder = base.resolve(config.problem.name)
+    kwargs = dict(config.problem.params)
+    if "key" in inspect.signature(builder).parameters:
+        kwargs["key"] = key
+    try:
+        problem = builder(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"problem {config.problem.name!r}: {err}") from None
+    if not isinstance(problem, base.Problem):
+        raise ConfigError(
+            f"problem {config.problem.name!r}: the builder returned {type(problem).__name__}, "
+            "not experiments.problems.base.Problem"
+        )
+    optimizers = expand_sweep(config)
+    import newtonjax as nj
+
+    for opt in optimizers:
+        if registry.needs_structure(opt.name) and not isinstance(problem.objective, nj.CompositeObjective):
+            raise ConfigError(
+                f"optimizer {opt.display!r} needs a least-squares or composite objective, "
+                f"but problem {config.problem.name!r} is a plain scalar function"
+            )
+
+    run_dir = make_run_dir(output_dir or config.output.dir, config.name)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    (run_dir / "environment.json").write_text(json.dumps(environment(device), indent=2))
+
+    records, finals, reports = [], {}, {}
+    status = "completed"
+    current = None
+    with open(run_dir / "metrics.jsonl", "w") as metrics_file:
+        try:
+            for opt in optimizers:
+                current = opt.display
+                record, params = _run_optimizer(
+                    problem, opt, config, metrics_file, config.run.progress
+                )
+                records.append(record)
+                finals[opt.display] = params
+                if problem.report is not None:
+                    reports[opt.display] = problem.report(params)
+        except KeyboardInterrupt:
+            status = f"interrupted during {current}"
+    summary = {
+        "name": config.name,
+        "problem": problem.name,
+        "description": problem.description,
+        "status": status,
+        "optimizers": records,
+        "reports": reports,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    (run_dir / "summary.md").write_text(_summary_markdown(config, records, reports, status))
+    if config.output.plots and records:
+        from experiments import plots
+
+        plots.write_plots(run_dir)
+        if problem.plot is not None and finals:
+            problem.plot(finals, run_dir)
+    if status != "completed":
+        raise RunInterrupted(run_dir, current or "setup")
+    return run_dir
+
