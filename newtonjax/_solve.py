@@ -237,10 +237,17 @@ def _dense_products(method, options, n) -> int:
     return 0
 
 
-def _run(
+class _Solver(NamedTuple):
+    """One solve as three pure functions of ``(x0, args)``: start, step, result."""
+
+    init: Callable
+    step: Callable
+    finish: Callable
+
+
+def _solver(
     fn_name,
-    value_fn,
-    x0,
+    fun,
     tx,
     dense_products,
     tolerances,
@@ -249,56 +256,58 @@ def _run(
     history,
     verbose,
     tests_trial,
-):
-    """The while loop shared by ``minimize`` and ``least_squares``."""
-    dtype = tree_dtype(x0)
-    gtol, ftol, xtol = (jnp.asarray(tolerances[k], dtype) for k in ("gtol", "ftol", "xtol"))
-    value_and_grad = jax.value_and_grad(value_fn)
-    value0, grad0 = value_and_grad(x0)
-    tiny = jnp.finfo(dtype).tiny
+) -> _Solver:
+    """The loop body shared by ``minimize`` and ``least_squares``, single or pooled."""
 
-    finite0 = jnp.isfinite(value0) & jnp.all(jnp.isfinite(tree_ravel(grad0)[0]))
-    status0 = jnp.where(
-        ~finite0,
-        Status.NONFINITE,
-        jnp.where(tree_max_abs(grad0) <= gtol, Status.GTOL, _RUNNING),
-    ).astype(jnp.int32)
+    def settings(dtype):
+        gtol, ftol, xtol = (jnp.asarray(tolerances[k], dtype) for k in ("gtol", "ftol", "xtol"))
+        return gtol, ftol, xtol, jnp.finfo(dtype).tiny
 
-    if history:
-        nan = jnp.full((maxiter + 1,), jnp.nan, dtype)
-        hist0 = {
-            "value": nan.at[0].set(value0),
-            "grad_norm": nan.at[0].set(tree_max_abs(grad0)),
-            "step_norm": nan,
-            "damping_or_radius": nan,
-        }
-    else:
-        hist0 = None
+    def init(x0, args):
+        value_fn = _bind_args(fun, args)
+        dtype = tree_dtype(x0)
+        gtol, _, _, _ = settings(dtype)
+        value0, grad0 = jax.value_and_grad(value_fn)(x0)
+        finite0 = jnp.isfinite(value0) & jnp.all(jnp.isfinite(tree_ravel(grad0)[0]))
+        status0 = jnp.where(
+            ~finite0,
+            Status.NONFINITE,
+            jnp.where(tree_max_abs(grad0) <= gtol, Status.GTOL, _RUNNING),
+        ).astype(jnp.int32)
+        if history:
+            nan = jnp.full((maxiter + 1,), jnp.nan, dtype)
+            hist0 = {
+                "value": nan.at[0].set(value0),
+                "grad_norm": nan.at[0].set(tree_max_abs(grad0)),
+                "step_norm": nan,
+                "damping_or_radius": nan,
+            }
+        else:
+            hist0 = None
+        zero = jnp.zeros((), jnp.int32)
+        return _Carry(
+            params=x0,
+            opt_state=tx.init(x0),
+            value=value0,
+            grad=grad0,
+            step=zero,
+            status=status0,
+            stall=zero,
+            num_fun=jnp.ones((), jnp.int32),
+            num_grad=jnp.ones((), jnp.int32),
+            num_curvature=zero,
+            history=hist0,
+        )
 
-    zero = jnp.zeros((), jnp.int32)
-    carry0 = _Carry(
-        params=x0,
-        opt_state=tx.init(x0),
-        value=value0,
-        grad=grad0,
-        step=zero,
-        status=status0,
-        stall=zero,
-        num_fun=jnp.ones((), jnp.int32),
-        num_grad=jnp.ones((), jnp.int32),
-        num_curvature=zero,
-        history=hist0,
-    )
-
-    def cond(c):
-        return c.status == _RUNNING
-
-    def body(c):
+    def step(c, args):
+        value_fn = _bind_args(fun, args)
+        dtype = tree_dtype(c.params)
+        gtol, ftol, xtol, tiny = settings(dtype)
         updates, opt_state = tx.update(
             c.grad, c.opt_state, c.params, value_fn=value_fn, value=c.value, grad=c.grad
         )
         new_params = tree_add(c.params, updates)
-        new_value, new_grad = value_and_grad(new_params)
+        new_value, new_grad = jax.value_and_grad(value_fn)(new_params)
         step_norm = tree_norm(updates)
         moved = step_norm > 0
         finite = (
@@ -377,21 +386,128 @@ def _run(
             history=hist,
         )
 
-    out = jax.lax.while_loop(cond, body, carry0)
-    status = out.status
-    return SolveResult(
-        params=out.params,
-        value=out.value,
-        grad=out.grad,
-        grad_norm=tree_max_abs(out.grad),
-        num_steps=out.step,
-        success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
-        status=status,
-        num_fun=out.num_fun,
-        num_grad=out.num_grad,
-        num_curvature=out.num_curvature,
-        history=out.history,
+    def finish(c):
+        status = c.status
+        return SolveResult(
+            params=c.params,
+            value=c.value,
+            grad=c.grad,
+            grad_norm=tree_max_abs(c.grad),
+            num_steps=c.step,
+            success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
+            status=status,
+            num_fun=c.num_fun,
+            num_grad=c.num_grad,
+            num_curvature=c.num_curvature,
+            history=c.history,
+        )
+
+    return _Solver(init, step, finish)
+
+
+def _solve_one(solver: _Solver, x0, args) -> SolveResult:
+    carry = solver.init(x0, args)
+    carry = jax.lax.while_loop(
+        lambda c: c.status == _RUNNING, lambda c: solver.step(c, args), carry
     )
+    return solver.finish(carry)
+
+
+def _lane_where(mask, new, old):
+    """Per-lane select: ``mask`` has shape (B,), leaves have a leading axis B."""
+
+    def pick(a, b):
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+        return jnp.where(m, a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda a: a[index], tree)
+
+
+def default_lanes(num_problems: int) -> int:
+    """Lanes of the work pool for a batch of ``num_problems`` solves."""
+    if num_problems <= 256:
+        return num_problems
+    return max(256, -(-num_problems // 4))
+
+
+def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) -> SolveResult:
+    """Solve a batch with a pool of ``lanes`` slots, refilled as problems finish.
+
+    A vmapped ``while_loop`` runs every lane until the slowest problem is done, so a
+    batch whose median problem needs 7 iterations and whose slowest needs 100 pays
+    for 100 per problem. Here a finished lane immediately takes the next waiting
+    problem, so the work per problem stays close to its own iteration count; the
+    results are scattered back to each problem's position.
+    """
+    lanes = min(lanes, num_problems)
+    first = jnp.arange(lanes)
+    carry = jax.vmap(solver.init)(_take(x0s, first), _take(argss, first))
+    shapes = jax.eval_shape(jax.vmap(solver.finish), carry)
+    results = jax.tree.map(
+        lambda sd: jnp.zeros((num_problems,) + sd.shape[1:], sd.dtype), shapes
+    )
+    slot = first.astype(jnp.int32)
+    next_problem = jnp.asarray(lanes, jnp.int32)
+
+    def cond(state):
+        return jnp.any(state[1] >= 0)
+
+    def body(state):
+        carry, slot, next_problem, results = state
+        args = _take(argss, jnp.maximum(slot, 0))
+        stepped = jax.vmap(solver.step)(carry, args)
+        carry = _lane_where(carry.status == _RUNNING, stepped, carry)
+        done = (slot >= 0) & (carry.status != _RUNNING)
+        finished = jax.vmap(solver.finish)(carry)
+        target = jnp.where(done, slot, num_problems)  # out of range: dropped
+        results = jax.tree.map(
+            lambda r, f: r.at[target].set(f, mode="drop"), results, finished
+        )
+        new_index = next_problem + jnp.cumsum(done) - 1
+        refill = done & (new_index < num_problems)
+        slot = jnp.where(done, jnp.where(refill, new_index, -1), slot).astype(jnp.int32)
+        next_problem = jnp.minimum(next_problem + jnp.sum(done), num_problems).astype(jnp.int32)
+        source = jnp.clip(new_index, 0, num_problems - 1)
+
+        def load(carry):
+            fresh = jax.vmap(solver.init)(_take(x0s, source), _take(argss, source))
+            return _lane_where(refill, fresh, carry)
+
+        carry = jax.lax.cond(jnp.any(refill), load, lambda c: c, carry)
+        return carry, slot, next_problem, results
+
+    # Problems that are done at their start (already stationary) leave at once.
+    _, _, _, results = jax.lax.while_loop(cond, body, (carry, slot, next_problem, results))
+    return results
+
+
+def _with_pooled_batching(solver: _Solver, lanes: int | None):
+    """``(x0, args) -> SolveResult`` whose ``vmap`` runs the work pool."""
+
+    @jax.custom_batching.custom_vmap
+    def run(x0, args):
+        return _solve_one(solver, x0, args)
+
+    @run.def_vmap
+    def run_batched(axis_size, in_batched, x0, args):
+        def broadcast(tree, batched):
+            return jax.tree.map(
+                lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a)),
+                tree,
+                batched,
+            )
+
+        x0s = broadcast(x0, in_batched[0])
+        argss = broadcast(args, in_batched[1])
+        n_lanes = default_lanes(axis_size) if lanes is None else lanes
+        out = _solve_pooled(solver, x0s, argss, axis_size, n_lanes)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return run
 
 
 # ------------------------------------------------------- implicit differentiation
@@ -470,6 +586,7 @@ def _solve(
     stall_limit,
     history,
     verbose,
+    batch_lanes,
 ):
     if not isinstance(args, tuple):
         raise TypeError(f"{fn_name}: args must be a tuple, got {type(args).__name__}")
@@ -478,6 +595,8 @@ def _solve(
     _check_finite(fn_name, "args", args)
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 1:
         raise ValueError(f"{fn_name}: maxiter must be an int >= 1, got {maxiter!r}")
+    if batch_lanes is not None and (not isinstance(batch_lanes, int) or batch_lanes < 1):
+        raise ValueError(f"{fn_name}: batch_lanes must be an int >= 1 or None, got {batch_lanes!r}")
     if not isinstance(stall_limit, int) or stall_limit < 1:
         raise ValueError(f"{fn_name}: stall_limit must be an int >= 1, got {stall_limit!r}")
     for name, value in (("gtol", gtol), ("ftol", ftol), ("xtol", xtol)):
@@ -505,20 +624,20 @@ def _solve(
         "xtol": defaults["xtol"] if xtol is None else xtol,
     }
 
-    def run_fn(x0_, args_):
-        return _run(
-            fn_name,
-            _bind_args(fun, args_),
-            x0_,
-            tx,
-            dense_products,
-            tolerances,
-            maxiter,
-            stall_limit,
-            history,
-            verbose,
-            tests_trial,
-        )
+    solver = _solver(
+        fn_name,
+        fun,
+        tx,
+        dense_products,
+        tolerances,
+        maxiter,
+        stall_limit,
+        history,
+        verbose,
+        tests_trial,
+    )
+
+    run_fn = _with_pooled_batching(solver, batch_lanes)
 
     plain = fun.__call__ if isinstance(fun, CompositeObjective) else fun
     return _differentiable(run_fn, plain)(x0, args)
@@ -538,6 +657,7 @@ def minimize(
     stall_limit: int = 25,
     history: bool = False,
     verbose: bool = False,
+    batch_lanes: int | None = None,
 ) -> SolveResult:
     """Minimize ``fun(x, *args)`` from ``x0`` with a second-order method.
 
@@ -574,9 +694,17 @@ def minimize(
       history: record value, gradient norm, step norm and damping/radius per
         iteration in ``result.history`` (arrays of length ``maxiter + 1``).
       verbose: print each iteration with ``jax.debug.print``.
+      batch_lanes: under ``jax.vmap``, the number of problems solved side by side
+        (see below); default ``N`` for ``N <= 256`` problems, else ``max(256, N/4)``.
 
     Returns:
       A :class:`SolveResult`.
+
+    Batches: ``jax.vmap`` of a solve runs a work pool rather than a plain vmapped
+    loop: ``batch_lanes`` problems are advanced together and a lane whose problem
+    has finished takes the next waiting one, so a batch costs about the sum of the
+    problems' own iteration counts instead of the slowest problem's count times N.
+    Each result is the one a single solve would give.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -592,7 +720,7 @@ def minimize(
     """
     return _solve(
         "minimize", fun, x0, args, method, options, maxiter, gtol, ftol, xtol,
-        stall_limit, history, verbose,
+        stall_limit, history, verbose, batch_lanes,
     )
 
 
@@ -610,6 +738,7 @@ def least_squares(
     stall_limit: int = 25,
     history: bool = False,
     verbose: bool = False,
+    batch_lanes: int | None = None,
 ) -> SolveResult:
     """Minimize ``½‖r(x, *args)‖²`` from ``x0``.
 
@@ -632,6 +761,8 @@ def least_squares(
       stall_limit: iterations without decrease before ``Status.STALLED``.
       history: record per-iteration values.
       verbose: print each iteration.
+      batch_lanes: problems advanced together under ``jax.vmap`` (see
+        :func:`minimize`).
 
     Returns:
       A :class:`SolveResult`.
@@ -667,5 +798,5 @@ def least_squares(
     objective = LeastSquaresObjective(residual_fn)
     return _solve(
         fn_name, objective, x0, args, method, options, maxiter, gtol, ftol, xtol,
-        stall_limit, history, verbose,
+        stall_limit, history, verbose, batch_lanes,
     )

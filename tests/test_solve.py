@@ -159,6 +159,39 @@ class TestTransformability(chex.TestCase):
         np.testing.assert_array_equal(res.params[0], x0s[0])
 
 
+class TestWorkPool:
+    @pytest.mark.parametrize("lanes", [1, 3, 7])
+    def test_work_pool_matches_single_solves(self, lanes):
+        # Fewer lanes than problems: finished lanes are refilled; x0 batched, data shared,
+        # and one problem that starts at its minimum.
+        target = jnp.array([1.0, -2.0])
+
+        def f(x, target):
+            return jnp.sum((x - target) ** 4) + jnp.sum(jnp.cosh(x - target))
+
+        x0s = jnp.array([[0.0, 0.0], [1.0, -2.0], [3.0, 1.0], [-4.0, 2.0], [0.5, 0.5],
+                         [10.0, -10.0], [2.0, 2.0]])
+        batched = jax.jit(jax.vmap(lambda x0: nj.minimize(f, x0, args=(target,), batch_lanes=lanes)))(x0s)
+        for i in range(x0s.shape[0]):
+            single = nj.minimize(f, x0s[i], args=(target,))
+            np.testing.assert_allclose(batched.params[i], single.params, rtol=1e-12, atol=1e-12)
+            assert int(batched.num_steps[i]) == int(single.num_steps)
+            assert int(batched.status[i]) == int(single.status)
+        assert int(batched.num_steps[1]) == 0
+
+    def test_implicit_gradient_under_vmap(self):
+        def f(x, a):
+            return jnp.sum(jnp.cosh(x - a)) + 0.1 * jnp.sum(x**4)
+
+        def solve(a):
+            return nj.minimize(f, jnp.zeros(2), args=(a,), batch_lanes=2).params
+
+        a_batch = jnp.array([[0.3, -0.2], [1.0, 0.5], [-0.7, 0.1]])
+        got = jax.vmap(jax.jacobian(solve))(a_batch)
+        for i in range(3):
+            np.testing.assert_allclose(got[i], jax.jacobian(solve)(a_batch[i]), rtol=1e-10)
+
+
 class TestImplicitDifferentiation:
     def test_grad_of_solution_matches_closed_form_and_finite_differences(self):
         # A well-conditioned fit, so that finite differences of the solution are
