@@ -193,9 +193,7 @@ def _build_dataclass(cls: type, value: Any, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; valid keys: " + ", ".join(fields)
-        )
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: " + ", ".join(fields))
     kwargs = {}
     for name, field in fields.items():
         sub = f"{path}.{name}" if path else name
@@ -228,7 +226,9 @@ def _child(node: Any, part: str, path: str) -> tuple[Any, Any]:
         if part.isdigit():
             index = int(part)
             if index >= len(node):
-                raise ConfigError(f"override {path}: index {index} out of range ({len(node)} entries)")
+                raise ConfigError(
+                    f"override {path}: index {index} out of range ({len(node)} entries)"
+                )
             return index, node[index]
         for index, item in enumerate(node):
             if isinstance(item, dict) and part in (item.get("label"), item.get("name")):
@@ -301,9 +301,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
             raise ConfigError("sweep.values: give at least one value")
         target = config.optimizers[labels.index(config.sweep.optimizer)]
         for value in config.sweep.values:
-            registry.validate(
-                target.name, {**target.params, config.sweep.param: value}, "sweep"
-            )
+            registry.validate(target.name, {**target.params, config.sweep.param: value}, "sweep")
     try:
         builder = base.resolve(config.problem.name)
     except KeyError:

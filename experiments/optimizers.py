@@ -58,11 +58,7 @@ def needs_structure(name: str) -> bool:
 
 def _parameters(name: str) -> dict[str, inspect.Parameter]:
     params = inspect.signature(OPTIMIZERS[name]).parameters
-    return {
-        k: p
-        for k, p in params.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    return {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def validate(name: str, params: dict[str, Any], path: str) -> None:
@@ -74,9 +70,7 @@ def validate(name: str, params: dict[str, Any], path: str) -> None:
             f"{path}.name: unknown optimizer {name!r}; valid choices: " + ", ".join(OPTIMIZERS)
         )
     validate_params(_parameters(name), params, f"{path}.params")
-    required = [
-        k for k, p in _parameters(name).items() if p.default is inspect.Parameter.empty
-    ]
+    required = [k for k, p in _parameters(name).items() if p.default is inspect.Parameter.empty]
     missing = [k for k in required if k not in params]
     if missing:
         raise ConfigError(f"{path}.params: {name} needs {', '.join(missing)}")

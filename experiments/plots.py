@@ -56,8 +56,16 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     series = read_metrics(run_dir)
     return [
         _figure(series, "step", "loss", "step", "loss", "Loss", run_dir / "loss_vs_step.png"),
-        _figure(series, "time", "loss", "wall time (s)", "loss", "Loss vs time",
-                run_dir / "loss_vs_time.png"),
-        _figure(series, "step", "grad_norm", "step", "‖∇f‖∞", "Gradient norm",
-                run_dir / "grad_norm.png"),
+        _figure(
+            series,
+            "time",
+            "loss",
+            "wall time (s)",
+            "loss",
+            "Loss vs time",
+            run_dir / "loss_vs_time.png",
+        ),
+        _figure(
+            series, "step", "grad_norm", "step", "‖∇f‖∞", "Gradient norm", run_dir / "grad_norm.png"
+        ),
     ]

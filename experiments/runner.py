@@ -319,7 +319,8 @@ def _summary_markdown(config, records, reports, status) -> str:
         "",
         f"status: {status}",
         "",
-        "| optimizer | final loss | steps | time (s) | compile (s) | steps to target | time to target (s) | status |",
+        "| optimizer | final loss | steps | time (s) | compile (s) | steps to target "
+        "| time to target (s) | status |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
@@ -358,7 +359,9 @@ def run_experiment(
     import newtonjax as nj
 
     for opt in optimizers:
-        if registry.needs_structure(opt.name) and not isinstance(problem.objective, nj.CompositeObjective):
+        if registry.needs_structure(opt.name) and not isinstance(
+            problem.objective, nj.CompositeObjective
+        ):
             raise ConfigError(
                 f"optimizer {opt.display!r} needs a least-squares or composite objective, "
                 f"but problem {config.problem.name!r} is a plain scalar function"
@@ -403,4 +406,3 @@ def run_experiment(
     if status != "completed":
         raise RunInterrupted(run_dir, current or "setup")
     return run_dir
-

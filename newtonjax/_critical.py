@@ -71,8 +71,10 @@ def _analyze(f, x, args, kwargs, tol, gtol):
     # Loan 2013, §8.1); anything within a safety factor of that is treated as zero.
     tol = 100.0 * n * eps * scale if tol is None else jnp.asarray(tol, dtype)
     grad_norm = tree_max_abs(grad)
-    gtol = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.abs(f(x, *args, **kwargs))) if gtol is None else (
-        jnp.asarray(gtol, dtype)
+    gtol = (
+        jnp.sqrt(eps) * jnp.maximum(1.0, jnp.abs(f(x, *args, **kwargs)))
+        if gtol is None
+        else (jnp.asarray(gtol, dtype))
     )
     positive = jnp.sum(eigenvalues > tol)
     negative = jnp.sum(eigenvalues < -tol)

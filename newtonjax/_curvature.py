@@ -78,7 +78,9 @@ def _unit(x: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- Hessian
 
 
-def hvp(f: Callable[..., jax.Array], params: PyTree, v: PyTree, *args: Any, **kwargs: Any) -> PyTree:
+def hvp(
+    f: Callable[..., jax.Array], params: PyTree, v: PyTree, *args: Any, **kwargs: Any
+) -> PyTree:
     """Hessian-vector product ``∇²f(θ) v`` by forward-over-reverse differentiation.
 
     Args:
@@ -358,7 +360,9 @@ def vjp(residual_fn: Callable[..., PyTree], params: PyTree, u: PyTree, *args, **
     return vjp_fn(u)[0]
 
 
-def jtj_vp(residual_fn: Callable[..., PyTree], params: PyTree, v: PyTree, *args, **kwargs) -> PyTree:
+def jtj_vp(
+    residual_fn: Callable[..., PyTree], params: PyTree, v: PyTree, *args, **kwargs
+) -> PyTree:
     """Gauss–Newton product ``JᵀJ v`` of ``residual_fn`` at θ.
 
     Examples:
@@ -389,7 +393,9 @@ def materialize(matvec: Callable[[PyTree], PyTree], params: PyTree) -> jax.Array
     return jax.vmap(column, out_axes=1)(jnp.eye(n, dtype=flat.dtype))
 
 
-def hessian_matrix(f: Callable[..., jax.Array], params: PyTree, *args: Any, **kwargs: Any) -> jax.Array:
+def hessian_matrix(
+    f: Callable[..., jax.Array], params: PyTree, *args: Any, **kwargs: Any
+) -> jax.Array:
     """Dense Hessian ``∇²f(θ)`` as an ``n × n`` array in ``ravel_pytree`` order.
 
     For small problems and tests; memory is ``O(n²)``.
@@ -407,7 +413,9 @@ def hessian_matrix(f: Callable[..., jax.Array], params: PyTree, *args: Any, **kw
     return jax.hessian(lambda x: fb(unravel(x)))(flat)
 
 
-def jacobian_matrix(fn: Callable[..., PyTree], params: PyTree, *args: Any, **kwargs: Any) -> jax.Array:
+def jacobian_matrix(
+    fn: Callable[..., PyTree], params: PyTree, *args: Any, **kwargs: Any
+) -> jax.Array:
     """Dense Jacobian ``∂ fn / ∂θ`` as an ``m × n`` array (outputs and params raveled).
 
     Forward mode when ``n ≤ m`` (tall Jacobians, typical of least squares), reverse
@@ -544,4 +552,3 @@ def taylor2(f: Callable[..., jax.Array], params: PyTree, *args: Any, **kwargs: A
     """
     op = hessian_operator(f, params, *args, **kwargs)
     return TaylorModel(op.value, op.grad, op.matvec)
-

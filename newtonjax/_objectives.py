@@ -146,4 +146,3 @@ def composite_objective(
       12.0
     """
     return CompositeObjective(model_fn, output_loss_fn)
-

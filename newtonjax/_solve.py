@@ -62,8 +62,7 @@ _MESSAGES = {
     Status.MAX_STEPS: "stopped: maxiter iterations reached",
     Status.NONFINITE: "failed: a non-finite value or gradient appeared; the last finite "
     "params are returned",
-    Status.STALLED: "stopped: no progress possible (rounding limit) before the tolerances "
-    "were met",
+    Status.STALLED: "stopped: no progress possible (rounding limit) before the tolerances were met",
 }
 
 _RUNNING = -1
@@ -333,18 +332,21 @@ def _solver(
         actual = _info_field(opt_state, ("actual_reduction",))
         if predicted is not None and actual is not None:
             ftol_hit = ftol_hit | (
-                finite
-                & jnp.isfinite(actual)
-                & (predicted >= 0)
-                & (predicted <= ftol * f_scale)
+                finite & jnp.isfinite(actual) & (predicted >= 0) & (predicted <= ftol * f_scale)
             )
         gtol_hit = finite & (tree_max_abs(new_grad) <= gtol)
         stall = jnp.where(decreased & (new_value < c.value), 0, c.stall + 1)
         step = c.step + 1
         status = jnp.select(
             [~finite, gtol_hit, ftol_hit, xtol_hit, stall >= stall_limit, step >= maxiter],
-            [Status.NONFINITE, Status.GTOL, Status.FTOL, Status.XTOL, Status.STALLED,
-             Status.MAX_STEPS],
+            [
+                Status.NONFINITE,
+                Status.GTOL,
+                Status.FTOL,
+                Status.XTOL,
+                Status.STALLED,
+                Status.MAX_STEPS,
+            ],
             _RUNNING,
         ).astype(jnp.int32)
         # A non-finite point is never accepted: keep the last finite params.
@@ -363,14 +365,17 @@ def _solver(
                 "value": hist["value"].at[step].set(value),
                 "grad_norm": hist["grad_norm"].at[step].set(tree_max_abs(grad)),
                 "step_norm": hist["step_norm"].at[step].set(step_norm),
-                "damping_or_radius": hist["damping_or_radius"].at[step].set(
-                    jnp.nan if dr is None else dr.astype(dtype)
-                ),
+                "damping_or_radius": hist["damping_or_radius"]
+                .at[step]
+                .set(jnp.nan if dr is None else dr.astype(dtype)),
             }
         if verbose:
             jax.debug.print(
                 fn_name + " step {k}: f = {f:.10e}  |g|inf = {g:.3e}  |step| = {s:.3e}",
-                k=step, f=value, g=tree_max_abs(grad), s=step_norm,
+                k=step,
+                f=value,
+                g=tree_max_abs(grad),
+                s=step_norm,
             )
         return _Carry(
             params=params,
@@ -447,9 +452,7 @@ def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) ->
     first = jnp.arange(lanes)
     carry = jax.vmap(solver.init)(_take(x0s, first), _take(argss, first))
     shapes = jax.eval_shape(jax.vmap(solver.finish), carry)
-    results = jax.tree.map(
-        lambda sd: jnp.zeros((num_problems,) + sd.shape[1:], sd.dtype), shapes
-    )
+    results = jax.tree.map(lambda sd: jnp.zeros((num_problems,) + sd.shape[1:], sd.dtype), shapes)
     slot = first.astype(jnp.int32)
     next_problem = jnp.asarray(lanes, jnp.int32)
 
@@ -464,9 +467,7 @@ def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) ->
         done = (slot >= 0) & (carry.status != _RUNNING)
         finished = jax.vmap(solver.finish)(carry)
         target = jnp.where(done, slot, num_problems)  # out of range: dropped
-        results = jax.tree.map(
-            lambda r, f: r.at[target].set(f, mode="drop"), results, finished
-        )
+        results = jax.tree.map(lambda r, f: r.at[target].set(f, mode="drop"), results, finished)
         new_index = next_problem + jnp.cumsum(done) - 1
         refill = done & (new_index < num_problems)
         slot = jnp.where(done, jnp.where(refill, new_index, -1), slot).astype(jnp.int32)
@@ -603,7 +604,11 @@ def _solve(
         _check_tolerance(fn_name, name, value)
     options = dict(options or {})
     n = tree_size(x0)
-    if isinstance(method, str) and method in _STRUCTURED and not isinstance(fun, CompositeObjective):
+    if (
+        isinstance(method, str)
+        and method in _STRUCTURED
+        and not isinstance(fun, CompositeObjective)
+    ):
         raise TypeError(
             f"{fn_name}: method {method!r} needs the objective's structure; pass "
             "nj.least_squares_objective(residual_fn) or "
@@ -613,7 +618,9 @@ def _solve(
     tx = _build_method(fn_name, method, n, options)
     dense_products = _dense_products(method, options, n)
     tests_trial = isinstance(method, str) and method in (
-        "trust_region", "levenberg_marquardt", "hessian_free"
+        "trust_region",
+        "levenberg_marquardt",
+        "hessian_free",
     )
     bound = _bind_args(fun, args)
     check_scalar_output(fn_name, jax.eval_shape(bound, x0))
@@ -719,8 +726,20 @@ def minimize(
       Blondel et al. (2022), "Efficient and modular implicit differentiation".
     """
     return _solve(
-        "minimize", fun, x0, args, method, options, maxiter, gtol, ftol, xtol,
-        stall_limit, history, verbose, batch_lanes,
+        "minimize",
+        fun,
+        x0,
+        args,
+        method,
+        options,
+        maxiter,
+        gtol,
+        ftol,
+        xtol,
+        stall_limit,
+        history,
+        verbose,
+        batch_lanes,
     )
 
 
@@ -783,7 +802,9 @@ def least_squares(
     """
     fn_name = "least_squares"
     if not callable(residual_fn):
-        raise TypeError(f"{fn_name}: residual_fn must be callable, got {type(residual_fn).__name__}")
+        raise TypeError(
+            f"{fn_name}: residual_fn must be callable, got {type(residual_fn).__name__}"
+        )
     check_float_tree(fn_name, "x0", x0)
     if isinstance(args, tuple):
         out = jax.eval_shape(lambda p: residual_fn(p, *args), x0)
@@ -797,6 +818,18 @@ def least_squares(
                 )
     objective = LeastSquaresObjective(residual_fn)
     return _solve(
-        fn_name, objective, x0, args, method, options, maxiter, gtol, ftol, xtol,
-        stall_limit, history, verbose, batch_lanes,
+        fn_name,
+        objective,
+        x0,
+        args,
+        method,
+        options,
+        maxiter,
+        gtol,
+        ftol,
+        xtol,
+        stall_limit,
+        history,
+        verbose,
+        batch_lanes,
     )

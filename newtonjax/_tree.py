@@ -38,9 +38,7 @@ __all__ = [
 def tree_vdot(a: PyTree, b: PyTree) -> Array:
     """Sum over leaves of ``vdot(a_leaf, b_leaf)``, at highest precision."""
     leaves = jax.tree.leaves(
-        jax.tree.map(
-            lambda x, y: jnp.vdot(x, y, precision=jax.lax.Precision.HIGHEST), a, b
-        )
+        jax.tree.map(lambda x, y: jnp.vdot(x, y, precision=jax.lax.Precision.HIGHEST), a, b)
     )
     if not leaves:
         return jnp.zeros(())
@@ -121,9 +119,7 @@ def check_float_tree(fn_name: str, arg_name: str, tree: PyTree) -> None:
             )
 
 
-def check_same_structure(
-    fn_name: str, name_a: str, a: PyTree, name_b: str, b: PyTree
-) -> None:
+def check_same_structure(fn_name: str, name_a: str, a: PyTree, name_b: str, b: PyTree) -> None:
     """Raise ``ValueError`` unless ``a`` and ``b`` have equal structure and leaf shapes."""
     sa, sb = jax.tree.structure(a), jax.tree.structure(b)
     if sa != sb:
@@ -154,6 +150,5 @@ def check_scalar_output(fn_name: str, out: Any) -> None:
     dtype = getattr(out, "dtype", None)
     if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
-            f"{fn_name}: the objective must return a real floating-point scalar, "
-            f"got dtype {dtype}"
+            f"{fn_name}: the objective must return a real floating-point scalar, got dtype {dtype}"
         )

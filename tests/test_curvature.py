@@ -61,8 +61,10 @@ X = jax.random.normal(jax.random.PRNGKey(7), (5, 2), jnp.float64)
 
 def output_loss(z):
     """Convex, non-quadratic: softplus + quartic."""
-    return jnp.sum(jax.nn.softplus(z["out"])) + 0.25 * jnp.sum(z["aux"] ** 4) + 0.5 * jnp.sum(
-        z["aux"] ** 2
+    return (
+        jnp.sum(jax.nn.softplus(z["out"]))
+        + 0.25 * jnp.sum(z["aux"] ** 4)
+        + 0.5 * jnp.sum(z["aux"] ** 2)
     )
 
 
@@ -79,8 +81,10 @@ class TestHvp(chex.TestCase):
         params, v = make_params(2), make_params(3)
         g = jax.grad(loss)
         h = 1e-5
-        fd = (flat(g(jax.tree.map(lambda p, d: p + h * d, params, v), DATA))
-              - flat(g(jax.tree.map(lambda p, d: p - h * d, params, v), DATA))) / (2 * h)
+        fd = (
+            flat(g(jax.tree.map(lambda p, d: p + h * d, params, v), DATA))
+            - flat(g(jax.tree.map(lambda p, d: p - h * d, params, v), DATA))
+        ) / (2 * h)
         np.testing.assert_allclose(flat(nj.hvp(loss, params, v, DATA)), fd, rtol=FD_RTOL, atol=1e-8)
 
     def test_keyword_data(self):
@@ -96,14 +100,18 @@ class TestHvp(chex.TestCase):
             p_i = jax.tree.map(lambda x: x[i], batch)
             v_i = jax.tree.map(lambda x: x[i], vs)
             want = dense_hessian(lambda p: loss(p, DATA), p_i) @ flat(v_i)
-            np.testing.assert_allclose(flat(jax.tree.map(lambda x: x[i], got)), want, rtol=RTOL, atol=1e-12)
+            np.testing.assert_allclose(
+                flat(jax.tree.map(lambda x: x[i], got)), want, rtol=RTOL, atol=1e-12
+            )
 
     def test_float32_smoke(self):
         params, v = make_params(0, jnp.float32), make_params(1, jnp.float32)
         data = DATA.astype(jnp.float32)
         got = nj.hvp(loss, params, v, data)
         assert flat(got).dtype == jnp.float32
-        want = dense_hessian(lambda p: loss(p, DATA), jax.tree.map(lambda x: x.astype(jnp.float64), params)) @ flat(v).astype(jnp.float64)
+        want = dense_hessian(
+            lambda p: loss(p, DATA), jax.tree.map(lambda x: x.astype(jnp.float64), params)
+        ) @ flat(v).astype(jnp.float64)
         np.testing.assert_allclose(flat(got), want, rtol=RTOL_F32, atol=1e-4)
 
 
@@ -129,7 +137,9 @@ class TestHessianOperator(chex.TestCase):
     def test_as_matrix(self):
         params = make_params(5)
         got = nj.hessian_operator(loss, params, DATA).as_matrix()
-        np.testing.assert_allclose(got, dense_hessian(lambda p: loss(p, DATA), params), rtol=RTOL, atol=1e-12)
+        np.testing.assert_allclose(
+            got, dense_hessian(lambda p: loss(p, DATA), params), rtol=RTOL, atol=1e-12
+        )
 
     def test_products_do_not_retrace(self):
         traces = []
@@ -190,7 +200,9 @@ class TestGaussNewton(chex.TestCase):
         np.testing.assert_allclose(flat(op(v)), jac.T @ jac @ flat(v), rtol=RTOL, atol=1e-12)
         np.testing.assert_allclose(op.value, 0.5 * jnp.sum(residual(params) ** 2), rtol=1e-14)
         np.testing.assert_allclose(flat(op.grad), flat(jax.grad(obj)(params)), rtol=1e-12)
-        np.testing.assert_allclose(flat(nj.jtj_vp(residual, params, v)), jac.T @ jac @ flat(v), rtol=RTOL, atol=1e-12)
+        np.testing.assert_allclose(
+            flat(nj.jtj_vp(residual, params, v)), jac.T @ jac @ flat(v), rtol=RTOL, atol=1e-12
+        )
 
     def test_composite_objective_operator_with_kwargs(self):
         params, v = make_params(11), make_params(12)
@@ -247,11 +259,15 @@ class TestHessianMatrixAndSeeds:
         h = 1e-5
         eye = np.eye(flat_p.size)
         fd = np.stack([(g(flat_p + h * e) - g(flat_p - h * e)) / (2 * h) for e in eye], axis=1)
-        np.testing.assert_allclose(nj.hessian_matrix(loss, params, DATA), fd, rtol=FD_RTOL, atol=1e-8)
+        np.testing.assert_allclose(
+            nj.hessian_matrix(loss, params, DATA), fd, rtol=FD_RTOL, atol=1e-8
+        )
 
     def test_seed_saddle_2d(self):
         f = lambda w: w[0] ** 2 + w[0] * w[1] - w[1] ** 2  # noqa: E731
-        np.testing.assert_allclose(nj.hessian_matrix(f, jnp.array([0.3, -1.0])), [[2.0, 1.0], [1.0, -2.0]])
+        np.testing.assert_allclose(
+            nj.hessian_matrix(f, jnp.array([0.3, -1.0])), [[2.0, 1.0], [1.0, -2.0]]
+        )
         result = nj.classify_critical_point(f, jnp.zeros(2))
         assert result.kind == "saddle" and bool(result.is_critical)
         np.testing.assert_allclose(result.eigenvalues, [-np.sqrt(5.0), np.sqrt(5.0)], rtol=1e-14)
@@ -293,10 +309,17 @@ class TestHessianMatrixAndSeeds:
             jnp.array([1.0, -1.0, 0.0])
         )
         np.testing.assert_array_equal(
-            codes, [nj.CriticalPointKind.MINIMUM, nj.CriticalPointKind.SADDLE, nj.CriticalPointKind.DEGENERATE]
+            codes,
+            [
+                nj.CriticalPointKind.MINIMUM,
+                nj.CriticalPointKind.SADDLE,
+                nj.CriticalPointKind.DEGENERATE,
+            ],
         )
         with pytest.raises(TypeError, match="critical_point_code"):
-            jax.jit(lambda w: nj.classify_critical_point(lambda v: jnp.sum(v**2), w).eigenvalues)(jnp.ones(2))
+            jax.jit(lambda w: nj.classify_critical_point(lambda v: jnp.sum(v**2), w).eigenvalues)(
+                jnp.ones(2)
+            )
 
 
 class TestHessianDiag(chex.TestCase):
@@ -318,7 +341,9 @@ class TestHessianDiag(chex.TestCase):
         params = make_params(17)
         hess = np.asarray(dense_hessian(lambda p: loss(p, DATA), params))
         n_samples = 4000
-        got = flat(nj.hessian_diag(loss, params, DATA, key=jax.random.PRNGKey(1), num_samples=n_samples))
+        got = flat(
+            nj.hessian_diag(loss, params, DATA, key=jax.random.PRNGKey(1), num_samples=n_samples)
+        )
         # Per-entry variance of one sample: sum_{j != i} H_ij^2.
         std = np.sqrt((np.sum(hess**2, axis=1) - np.diag(hess) ** 2) / n_samples)
         assert np.all(np.abs(got - np.diag(hess)) <= 5 * std + 1e-12)

@@ -27,8 +27,11 @@ def beale(x):
 
 def wood(x):
     return (
-        100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2 + 90 * (x[3] - x[2] ** 2) ** 2
-        + (1 - x[2]) ** 2 + 10.1 * ((x[1] - 1) ** 2 + (x[3] - 1) ** 2)
+        100 * (x[1] - x[0] ** 2) ** 2
+        + (1 - x[0]) ** 2
+        + 90 * (x[3] - x[2] ** 2) ** 2
+        + (1 - x[2]) ** 2
+        + 10.1 * ((x[1] - 1) ** 2 + (x[3] - 1) ** 2)
         + 19.8 * (x[1] - 1) * (x[3] - 1)
     )
 
@@ -39,7 +42,12 @@ def helical_valley(x):
 
 
 def powell_singular(x):
-    return (x[0] + 10 * x[1]) ** 2 + 5 * (x[2] - x[3]) ** 2 + (x[1] - 2 * x[2]) ** 4 + 10 * (x[0] - x[3]) ** 4
+    return (
+        (x[0] + 10 * x[1]) ** 2
+        + 5 * (x[2] - x[3]) ** 2
+        + (x[1] - 2 * x[2]) ** 4
+        + 10 * (x[0] - x[3]) ** 4
+    )
 
 
 def brown_badly_scaled(x):
@@ -74,8 +82,12 @@ PROBLEMS = [
 def scipy_trust_exact(f, x0):
     g, h, fj = jax.jit(jax.grad(f)), jax.jit(jax.hessian(f)), jax.jit(f)
     return so.minimize(
-        lambda x: float(fj(x)), x0, jac=lambda x: np.asarray(g(x)),
-        hess=lambda x: np.asarray(h(x)), method="trust-exact", options={"gtol": 1e-10},
+        lambda x: float(fj(x)),
+        x0,
+        jac=lambda x: np.asarray(g(x)),
+        hess=lambda x: np.asarray(h(x)),
+        method="trust-exact",
+        options={"gtol": 1e-10},
     )
 
 
@@ -86,7 +98,9 @@ def test_trust_region_agrees_with_scipy_trust_exact():
         x0 = np.asarray(x0, float)
         ref = scipy_trust_exact(f, x0)
         res = nj.minimize(f, jnp.asarray(x0), method="trust_region", maxiter=500)
-        rows.append(f"{name}: scipy nit={ref.nit} f={ref.fun:.3e} | newtonjax nit={int(res.num_steps)} f={float(res.value):.3e}")
+        rows.append(
+            f"{name}: scipy nit={ref.nit} f={ref.fun:.3e} | newtonjax nit={int(res.num_steps)} f={float(res.value):.3e}"
+        )
         total_scipy += ref.nit
         total_nj += int(res.num_steps)
         # Brown's badly scaled function reaches its exact minimum (f ~ 1e-33) where
@@ -101,7 +115,9 @@ def test_trust_region_agrees_with_scipy_trust_exact():
 
 
 @pytest.mark.parametrize("method", ["newton", "newton_cg", "hessian_free"])
-@pytest.mark.parametrize("name,f,x0", [p for p in PROBLEMS if p[0] in ("rosenbrock", "beale", "wood")])
+@pytest.mark.parametrize(
+    "name,f,x0", [p for p in PROBLEMS if p[0] in ("rosenbrock", "beale", "wood")]
+)
 def test_other_methods_reach_the_minimum(method, name, f, x0):
     res = nj.minimize(f, jnp.asarray(x0, float), method=method, maxiter=1000)
     assert bool(res.success), res.message
@@ -129,14 +145,18 @@ class TestTransformability(chex.TestCase):
         rng = np.random.default_rng(0)
         t = jnp.linspace(0.0, 2.0, 15)
         truth = rng.uniform([0.5, 0.2], [2.0, 2.0], size=(1000, 2))
-        ys = truth[:, :1] * np.exp(-truth[:, 1:] * np.asarray(t)) + 0.01 * rng.standard_normal((1000, 15))
+        ys = truth[:, :1] * np.exp(-truth[:, 1:] * np.asarray(t)) + 0.01 * rng.standard_normal(
+            (1000, 15)
+        )
         x0s = jnp.asarray(truth * rng.uniform(0.6, 1.4, size=truth.shape))
 
         def residual(p, y):
             return p[0] * jnp.exp(-p[1] * t) - y
 
         solve = jax.jit(lambda x0, y: nj.least_squares(residual, x0, args=(y,)))
-        batched = jax.jit(jax.vmap(lambda x0, y: nj.least_squares(residual, x0, args=(y,))))(x0s, jnp.asarray(ys))
+        batched = jax.jit(jax.vmap(lambda x0, y: nj.least_squares(residual, x0, args=(y,))))(
+            x0s, jnp.asarray(ys)
+        )
         assert bool(jnp.all(batched.success))
         for i in range(1000):
             single = solve(x0s[i], jnp.asarray(ys[i]))
@@ -169,9 +189,20 @@ class TestWorkPool:
         def f(x, target):
             return jnp.sum((x - target) ** 4) + jnp.sum(jnp.cosh(x - target))
 
-        x0s = jnp.array([[0.0, 0.0], [1.0, -2.0], [3.0, 1.0], [-4.0, 2.0], [0.5, 0.5],
-                         [10.0, -10.0], [2.0, 2.0]])
-        batched = jax.jit(jax.vmap(lambda x0: nj.minimize(f, x0, args=(target,), batch_lanes=lanes)))(x0s)
+        x0s = jnp.array(
+            [
+                [0.0, 0.0],
+                [1.0, -2.0],
+                [3.0, 1.0],
+                [-4.0, 2.0],
+                [0.5, 0.5],
+                [10.0, -10.0],
+                [2.0, 2.0],
+            ]
+        )
+        batched = jax.jit(
+            jax.vmap(lambda x0: nj.minimize(f, x0, args=(target,), batch_lanes=lanes))
+        )(x0s)
         for i in range(x0s.shape[0]):
             single = nj.minimize(f, x0s[i], args=(target,))
             np.testing.assert_allclose(batched.params[i], single.params, rtol=1e-12, atol=1e-12)
@@ -264,7 +295,9 @@ class TestStatusAndOptions:
         assert int(res.status) == nj.Status.MAX_STEPS and int(res.num_steps) == 3
 
     def test_optax_transform_as_method(self):
-        res = nj.minimize(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), method=optax.sgd(0.25), maxiter=500)
+        res = nj.minimize(
+            lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), method=optax.sgd(0.25), maxiter=500
+        )
         assert bool(res.success)
         np.testing.assert_allclose(res.params, 1.0, atol=1e-9)
 

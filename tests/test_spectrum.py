@@ -22,7 +22,10 @@ def make_problem(n=30, seed=0):
         w = jnp.concatenate([p["u"], p["v"].ravel()])
         return 0.5 * w @ a @ w + 0.1 * jnp.sum(w**4)
 
-    params = {"u": jnp.asarray(rng.standard_normal(n - 6)), "v": jnp.asarray(rng.standard_normal((2, 3)))}
+    params = {
+        "u": jnp.asarray(rng.standard_normal(n - 6)),
+        "v": jnp.asarray(rng.standard_normal((2, 3))),
+    }
     flat, unravel = ravel_pytree(params)
     hess = np.asarray(jax.hessian(lambda x: f(unravel(x)))(flat))
     return f, params, hess
@@ -33,12 +36,16 @@ class TestEigenvalues(chex.TestCase):
     def test_full_krylov_space_is_exact(self):
         f, params, hess = make_problem()
         want = np.linalg.eigvalsh(hess)
-        got = self.variant(lambda p: nj.hessian_eigenvalues(f, p, k=30, key=KEY, num_steps=30))(params)
+        got = self.variant(lambda p: nj.hessian_eigenvalues(f, p, k=30, key=KEY, num_steps=30))(
+            params
+        )
         np.testing.assert_allclose(got, want[::-1], rtol=1e-10, atol=1e-10)
 
     def test_eigenvectors(self):
         f, params, hess = make_problem(n=20, seed=2)
-        values, vectors = nj.hessian_eigenvalues(f, params, k=2, key=KEY, num_steps=20, return_eigenvectors=True)
+        values, vectors = nj.hessian_eigenvalues(
+            f, params, k=2, key=KEY, num_steps=20, return_eigenvectors=True
+        )
         flat_vectors = jax.vmap(lambda t: ravel_pytree(t)[0])(vectors)
         for value, vec in zip(values, flat_vectors, strict=True):
             np.testing.assert_allclose(hess @ vec, value * vec, atol=1e-9)
@@ -95,7 +102,9 @@ class TestTrace:
     def test_exact_for_diagonal(self):
         f = lambda w: jnp.sum(jnp.exp(w))  # noqa: E731
         w = jnp.linspace(-1.0, 1.0, 7)
-        np.testing.assert_allclose(nj.hessian_trace(f, w, key=KEY, num_samples=1), jnp.sum(jnp.exp(w)), rtol=1e-14)
+        np.testing.assert_allclose(
+            nj.hessian_trace(f, w, key=KEY, num_samples=1), jnp.sum(jnp.exp(w)), rtol=1e-14
+        )
 
 
 class TestSpectralDensity:
@@ -106,7 +115,12 @@ class TestSpectralDensity:
         m, probes = 6, 4
         key = jax.random.PRNGKey(3)
         sd = nj.hessian_spectral_density(f, params, key=key, num_probes=probes, num_steps=m)
-        zs = np.stack([np.asarray(jax.random.rademacher(k, (30,), dtype=jnp.float64)) for k in jax.random.split(key, probes)])
+        zs = np.stack(
+            [
+                np.asarray(jax.random.rademacher(k, (30,), dtype=jnp.float64))
+                for k in jax.random.split(key, probes)
+            ]
+        )
         for p in range(0, 2 * m):
             quad = np.sum(np.asarray(sd.weights) * np.asarray(sd.nodes) ** p, axis=1)
             hp = np.linalg.matrix_power(hess, p)

@@ -27,15 +27,20 @@ products — reverse-over-reverse and reverse-over-forward Hessian products, a G
 product with the closed-form softmax Hessian ``(diag p − p pᵀ) u``. These are
 prototypes written for this comparison, not newtonjax API.
 
-Expected result: ratios near the flop ratios — about 1.7× (hvp), 1.5× (ggn_vp),
-1.2× (Hessian marginal) and 1.05× (GGN marginal) on a CPU.
+A third table repeats the main cases in a child process with extra ``XLA_FLAGS``
+(``--compare-xla-flags``; by default YNNPACK fusions off, see ``NOTES``).
 
-Runtime: about one minute on 2 CPU cores (100 rounds).
+Expected result on an idle 2-core CPU: about 1.65× (hvp), 1.45× (ggn_vp) and 1.0×
+(both marginal products); the flop ratios are 1.75×, 1.54×, 1.21× and 1.07×, and
+the measured ratios move towards them when other processes load the cores.
+
+Runtime: about 40 s on 2 CPU cores (100 rounds, both processes, compiles included).
 
 Command::
 
     python -m experiments.benchmarks.curvature_products [--batch 512] [--repeats 100]
-        [--dtype float32] [--activation tanh] [--no-variants] [--write] [--note TEXT]
+        [--dtype float32] [--activation tanh] [--no-variants]
+        [--compare-xla-flags FLAGS] [--write] [--note TEXT]
 """
 
 from __future__ import annotations
@@ -44,10 +49,13 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import json
 import os
 import platform
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +71,10 @@ SECTION_TITLE = "## Curvature products (Hessian / GGN vs gradient)"
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 RESULTS_HEADER = "# Benchmark results\n"
 ACTIVATIONS = ("tanh", "relu")
+# XLA:CPU in jaxlib 0.10 routes dots and element-wise chains through YNNPACK fusions;
+# on the benchmark machine that made every program slower (see NOTES). An empty
+# fusion-type list turns them off. Timed in a second process for comparison only.
+COMPARE_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
 
 
 # ------------------------------------------------------------------------ problem
@@ -79,7 +91,7 @@ def init_mlp(key, sizes: Sequence[int], dtype) -> list[dict[str, Any]]:
             "W": jax.random.normal(k, (m, n), dtype) / np.sqrt(m).astype(dtype),
             "b": jnp.zeros((n,), dtype),
         }
-        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
     ]
 
 
@@ -144,7 +156,7 @@ def make_problem(batch: int, dtype: str, activation: str, seed: int = 0) -> Prob
     leaves, treedef = jax.tree.flatten(params)
     v_keys = jax.random.split(k_v, len(leaves))
     v = jax.tree.unflatten(
-        treedef, [jax.random.normal(k, p.shape, dtype) for k, p in zip(v_keys, leaves)]
+        treedef, [jax.random.normal(k, p.shape, dtype) for k, p in zip(v_keys, leaves, strict=True)]
     )
     v = _normalize(v)
     x = jax.random.normal(k_x, (batch, SIZES[0]), dtype)
@@ -335,7 +347,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     t_start = time.perf_counter()
     flops = {c.name: xla_flops(c.flops_fn or c.fn, c.args) for c in cases}
+    cpu_before = _cpu_counters()
     times = time_round_robin(cases, args.repeats, args.warmup, args.seed)
+    other_load = _other_load(cpu_before, _cpu_counters())
     elapsed = time.perf_counter() - t_start
 
     g_med = float(np.median(times["grad"]))
@@ -353,8 +367,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         med, q25, q75 = _stats((long_ - short) / (K_LONG - K_SHORT))  # paired per round
         # flops: unrolled k=2 minus k=1 is one more product
         marg_flops = flops[f"{prefix}_k{K_LONG}"] - flops[f"{prefix}_k{K_SHORT}"]
-        return Row(label, med, q25, q75, med / (g_med * 1e3), marg_flops / g_flops,
-                   TARGETS["marginal"])
+        return Row(
+            label, med, q25, q75, med / (g_med * 1e3), marg_flops / g_flops, TARGETS["marginal"]
+        )
 
     rows = [
         row("grad", "gradient `jax.grad(loss)`"),
@@ -372,8 +387,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for r in raw:  # flops of the unrolled programs are not those of the timed loop
         r.flop_ratio = float("nan")
     variant_rows = [
-        row(c.name, c.name, vs_name="hvp" if c.name.startswith("hvp") else "ggn_vp")
-        for c in extra
+        row(c.name, c.name, vs_name="hvp" if c.name.startswith("hvp") else "ggn_vp") for c in extra
     ]
     return {
         "problem": prob,
@@ -381,7 +395,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw": raw,
         "variants": variant_rows,
         "elapsed_s": elapsed,
+        "other_load": other_load,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+
+
+def _cpu_counters() -> tuple[float, float, float]:
+    """(wall s, CPU s this process used, CPU s all processes used) — Linux only."""
+    wall = time.perf_counter()
+    own = sum(os.times()[:2])  # user + system of all this process's threads
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        ticks = [int(f) for f in fields]  # user nice system idle iowait irq softirq steal
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    return wall, own, busy
+
+
+def _other_load(before: tuple, after: tuple) -> float:
+    """Cores' worth of CPU that *other* processes used while the timing ran."""
+    wall = after[0] - before[0]
+    others = (after[2] - before[2]) - (after[1] - before[1])
+    return max(others, 0.0) / wall if wall > 0 else float("nan")
 
 
 # ------------------------------------------------------------------------ report
@@ -400,7 +436,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
     def line(r: Row) -> str:
         return (
             f"| {r.operation} | {r.median_ms:.3f} | {r.q25_ms:.3f}–{r.q75_ms:.3f} "
-            f"| {_fmt(r.ratio, '.2f', '×')} | {_fmt(r.flop_ratio, '.2f', '×')} "
+            f"| {_fmt(r.ratio, '.3f', '×')} | {_fmt(r.flop_ratio, '.2f', '×')} "
             f"| {_fmt(r.target, '.2f', '×') if r.target else '—'} | {r.verdict} |\n"
         )
 
@@ -430,9 +466,13 @@ def machine_info() -> dict[str, str]:
     cpu = platform.processor() or "unknown"
     try:
         text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        if m:
-            cpu = m.group(1).strip()
+        fields = dict(re.findall(r"^(model name|cpu family|model|flags)\s*:\s*(.*)$", text, re.M))
+        if "model name" in fields:
+            cpu = fields["model name"].strip()
+        if "cpu family" in fields and "model" in fields:
+            cpu += f" (family {fields['cpu family']}, model {fields['model']}"
+            simd = [f for f in ("avx512f", "avx2") if f in fields.get("flags", "").split()]
+            cpu += f", {simd[0]})" if simd else ")"
     except OSError:
         pass
     try:
@@ -457,48 +497,70 @@ def findings(result: dict[str, Any]) -> str:
         if r.target is None:
             continue
         if r.ratio <= r.target:
-            lines.append(f"- {r.operation}: {r.ratio:.2f}× ≤ {r.target:.2f}×, target met.")
+            lines.append(f"- {r.operation}: {r.ratio:.3f}× ≤ {r.target:.2f}×, target met.")
         elif np.isfinite(r.flop_ratio) and r.flop_ratio >= 0.95 * r.target:
             lines.append(
-                f"- {r.operation}: {r.ratio:.2f}× > {r.target:.2f}×. XLA counts "
+                f"- {r.operation}: {r.ratio:.3f}× > {r.target:.2f}×. XLA counts "
                 f"{r.flop_ratio:.2f}× the gradient's flops in this program, so the miss is "
                 "arithmetic the product needs, not overhead (see the notes)."
             )
         else:
             lines.append(
-                f"- {r.operation}: {r.ratio:.2f}× > {r.target:.2f}× with only "
+                f"- {r.operation}: {r.ratio:.3f}× > {r.target:.2f}× with only "
                 f"{r.flop_ratio:.2f}× the gradient's flops: overhead worth investigating."
             )
     return "\n".join(lines)
 
 
 NOTES = """\
-Why the ratios are what they are (matrix products of the 784-128-128-10 MLP, batch B;
-M₁ = B·784·128 multiply-adds dominates, M₂ = B·128·128, M₃ = B·128·10; the input x
-is data, so no gradient flows into it):
+How to read the ratios. Matrix products of the 784-128-128-10 MLP at batch B:
+M₁ = B·784·128 multiply-adds (85 % of a forward pass), M₂ = B·128·128,
+M₃ = B·128·10; the input x is data, so no gradient flows into it.
 
-- gradient: forward x W₁, h₁W₂, h₂W₃ plus backward dW₁ = xᵀg₁, dW₂, dh₁, dW₃, dh₂:
-  2M₁ + 3M₂ + 3M₃.
-- `nj.hvp` (jvp of grad): the primal forward pass and the backward activations'
-  gradients (the primal dW's are dead code and XLA removes them), then the tangent of
-  both passes: forward tangent x dW₁ (M₁), backward tangent xᵀ dg₁ (M₁), 6M₂, 6M₃.
-  Total 3M₁ + 7M₂ + 7M₃ ≈ 1.74× the gradient: the 1.7× target sits at the flop floor
-  of forward-over-reverse for this network, so a run on a loaded machine lands on
-  either side of it.
-- `nj.ggn_vp`: forward x W₁, J v (x dW₁ …), Jᵀu (xᵀ g₁ …): 3M₁ + 5M₂ + 5M₃ ≈ 1.53×.
-  The first layer alone costs 3M₁ against the gradient's 2M₁, whatever the order of
-  evaluation, so 1.45× is below the flop floor of any exact GGN product on this
-  network; it can only be met when XLA runs the GGN's matrix products more efficiently
-  than the gradient's (different shapes), which the measurements show it partly does.
-  The loss Hessian on the 512×10 logits is negligible: the closed-form softmax Hessian
-  `(diag p − p pᵀ) u` (variant rows) changes nothing measurable, because jvp of grad
-  of the cross-entropy already compiles to the same few element-wise operations.
+- gradient: forward x W₁, h₁W₂, h₂W₃; backward dW₁ = xᵀg₁, dW₂, dh₁, dW₃, dh₂:
+  2M₁ + 3M₂ + 3M₃ (XLA counts 261 MFLOP at B = 512).
+- `nj.hvp` (jvp of grad): primal forward, the backward pass's activation gradients
+  (the primal dW's are dead code that XLA removes), and the tangents of both passes:
+  forward tangent x dW₁, backward tangent xᵀ dg₁, 6M₂, 6M₃; total 3M₁ + 8M₂ + 8M₃,
+  1.75× the gradient's flops. Reverse-over-reverse and reverse-over-forward (variant
+  rows) do the same arithmetic and are not faster. The 1.7× target is at this flop
+  floor: met on an idle machine, where the gradient's transcendental functions and
+  small reductions weigh more, missed narrowly when other processes load the cores
+  and the times become flop-bound.
+- `nj.ggn_vp`: forward x W₁, J v (x dW₁, …), Jᵀu (xᵀ g₁, …): 3M₁ + 5M₂ + 5M₃, 1.54×
+  the flops. The first layer alone costs 3M₁ against the gradient's 2M₁ in any
+  evaluation order (one primal, one tangent and one cotangent product with x), so
+  1.45× is below the flop floor of an exact GGN product on this network and is met
+  only when XLA runs these products relatively faster than the gradient's: measured
+  1.43–1.45× on an idle machine, 1.46–1.48× on a loaded one. The loss Hessian on the B×10 logits is
+  negligible: jvp of grad of the cross-entropy compiles to a handful of element-wise
+  operations, and the closed-form softmax Hessian `(diag p − p pᵀ) u` (variant rows)
+  is not faster. On an idle machine those variant rows even come out slower with the
+  default XLA flags (1.7× against 1.44× in a 300-round check): XLA:CPU's YNNPACK
+  fusion pass groups their J v chain of dots and element-wise operations into one
+  library fusion that uses the two cores less well; with the fusion off, or when other
+  processes hold the cores, they tie with `nj.ggn_vp`.
 - marginal Hessian product: the linear program of the linearized gradient is the
-  tangent half of the hvp, 2M₁ + 6M₂ + 6M₃ ≈ 1.2× the gradient. The extra 3M₂ + 3M₃
-  over the gradient are the second-order cross terms (g₂ dW₂ᵀ and dh₁ᵀ g₂) that make
-  the Hessian differ from the GGN; no evaluation order avoids them, so ≤ 1.1× is not
-  reachable for an exact Hessian product of this network (it is for the GGN).
-- marginal GGN product: J v and Jᵀu only, 2M₁ + 4M₂ + 4M₃ ≈ 1.07×.
+  tangent half of the hvp, 2M₁ + 6M₂ + 6M₃, 1.21× the gradient's flops. The 3M₂ + 3M₃
+  beyond the gradient are the second-order cross terms (g₂ dW₂ᵀ and dh₁ᵀ g₂ and their
+  layer-3 analogues) that make the Hessian differ from the GGN, so no evaluation
+  order brings it under 1.1× in flops. Timed, it is cheaper than its flops (1.00–1.01×
+  on an idle machine): the loop body replays stored residuals, so it evaluates no
+  tanh, exp or log (checked in the compiled HLO: 14 dots and no transcendental
+  function per product), and its matrix products run at a higher rate than the
+  gradient's (about 155 against 130 GFLOP/s); on a loaded machine it drifts up to
+  the flop ratio, 1.19–1.25×.
+- marginal GGN product: J v and Jᵀu only, 2M₁ + 4M₂ + 4M₃, 1.07× the flops.
+- XLA flags: the comparison table repeats the main cases with YNNPACK fusions off
+  (`--xla_cpu_experimental_ynn_fusion_type=`). On this jaxlib and CPU that made the
+  gradient and every product about 10 % faster in A/B runs on an idle machine
+  (gradient 2.0–2.1 → 1.8–1.9 ms), lowering the hvp and ggn_vp ratios slightly and
+  raising the marginal ones slightly (the gradient gains more than the loop bodies);
+  on a loaded machine it made no difference to the gradient and raised the marginal
+  ratios. The two processes run one after the other, so a load change between them
+  can swamp the effect in a single run. The benchmark keeps XLA's defaults for its
+  headline numbers because they are what a user gets; the flag is a candidate for the
+  experiment runner's CPU defaults, to be re-checked with each jaxlib upgrade.
 """
 
 
@@ -517,7 +579,8 @@ def section_text(result: dict[str, Any], args: argparse.Namespace, command: str)
         f"Problem: MLP {'-'.join(map(str, SIZES))} ({args.activation}), "
         f"{prob.num_params:,} parameters, batch {args.batch}, {args.dtype}, mean softmax "
         f"cross-entropy; {args.repeats} timed rounds after {args.warmup} warm-up calls, "
-        f"{result['elapsed_s']:.0f} s of timing.\n",
+        f"{result['elapsed_s']:.0f} s of compiling and timing; other processes used "
+        f"{result['other_load']:.2f} cores on average while the timing ran.\n",
     ]
     if args.note:
         parts.append(f"Note: {args.note}\n")
@@ -525,6 +588,10 @@ def section_text(result: dict[str, Any], args: argparse.Namespace, command: str)
         markdown_tables(result),
         "\nFindings:\n",
         findings(result) + "\n",
+    ]
+    if result.get("compare"):
+        parts.append(comparison_table(result, result["compare"]))
+    parts += [
         "\n" + NOTES,
     ]
     return "\n".join(parts).rstrip() + "\n"
@@ -543,6 +610,63 @@ def write_section(text: str, path: Path = RESULTS_PATH) -> None:
         tail = "" if nxt < 0 else old[nxt + 1 :]
         new = old[:start] + text + ("\n" + tail if tail else "")
     path.write_text(new)
+
+
+# ------------------------------------------------------------- XLA-flag comparison
+
+
+def result_to_json(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "xla_flags": result["xla_flags"],
+        "other_load": result["other_load"],
+        "rows": [dataclasses.asdict(r) for r in result["rows"]],
+    }
+
+
+def run_with_xla_flags(args: argparse.Namespace, flags: str) -> dict[str, Any] | None:
+    """The main cases timed in a child process whose ``XLA_FLAGS`` include ``flags``.
+
+    XLA reads its flags once, when the backend starts, so another setting needs another
+    process. Returns ``None`` (with a warning) if the child fails, e.g. because a
+    future jaxlib no longer knows the flag.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [
+            sys.executable, "-m", "experiments.benchmarks.curvature_products",
+            "--no-variants", "--compare-xla-flags", "",
+            "--batch", str(args.batch), "--repeats", str(args.repeats),
+            "--warmup", str(args.warmup), "--dtype", args.dtype,
+            "--activation", args.activation, "--seed", str(args.seed),
+            "--json", str(out),
+        ]  # fmt: skip
+        env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip())
+        proc = subprocess.run(
+            cmd, env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True,
+            text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0 or not out.exists():
+            print(f"warning: run with XLA_FLAGS={flags!r} failed:\n{proc.stderr[-2000:]}")
+            return None
+        return json.loads(out.read_text())
+
+
+def comparison_table(result: dict[str, Any], other: dict[str, Any]) -> str:
+    flags = other["xla_flags"]
+    out = (
+        f"Same cases in a second process, run after the first, with `XLA_FLAGS={flags}` "
+        f"(other processes used {other['other_load']:.2f} cores meanwhile); "
+        '"this run" = the flags above:\n\n'
+        "| operation | this run: median ms | this run: ratio | with flag: median ms "
+        "| with flag: ratio | target |\n|---|---:|---:|---:|---:|---:|\n"
+    )
+    for r, o in zip(result["rows"], other["rows"], strict=True):
+        target = f"{r.target:.2f}×" if r.target else "—"
+        out += (
+            f"| {r.operation} | {r.median_ms:.3f} | {r.ratio:.3f}× | {o['median_ms']:.3f} "
+            f"| {o['ratio']:.3f}× | {target} |\n"
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -565,7 +689,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="also time the prototype variants (default on)",
     )
+    parser.add_argument(
+        "--compare-xla-flags",
+        default=COMPARE_XLA_FLAGS,
+        metavar="FLAGS",
+        help="also time the main cases in a child process with these XLA_FLAGS added "
+        f"(default {COMPARE_XLA_FLAGS!r}, YNNPACK fusions off; '' to skip)",
+    )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS_PATH.name}")
+    parser.add_argument("--json", default="", help=argparse.SUPPRESS)  # child-process output
     parser.add_argument("--note", default="", help="a note recorded in the written section")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1:
@@ -579,8 +711,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     result = run(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result_to_json(result)))
+        return 0
     print(markdown_tables(result))
     print(findings(result))
+    if args.compare_xla_flags:
+        result["compare"] = run_with_xla_flags(args, args.compare_xla_flags)
+        if result["compare"] is not None:
+            print("\n" + comparison_table(result, result["compare"]))
     if args.write:
         write_section(section_text(result, args, command.strip()))
         print(f"\nwrote {RESULTS_PATH}")

@@ -141,8 +141,6 @@ def with_value_and_grad(
             grad = updates
         if value is None:
             value = fn(params)
-        return tx.update(
-            updates, state, params, value_fn=value_fn, value=value, grad=grad, **extra
-        )
+        return tx.update(updates, state, params, value_fn=value_fn, value=value, grad=grad, **extra)
 
     return optax.GradientTransformationExtraArgs(tx.init, update_fn)

@@ -135,7 +135,12 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
         return x, tau.astype(dtype), lam_min.astype(dtype), modified
 
     def keep_branch(_):
-        return x_chol, jnp.asarray(damping, dtype), jnp.full((), jnp.inf, dtype), jnp.zeros((), bool)
+        return (
+            x_chol,
+            jnp.asarray(damping, dtype),
+            jnp.full((), jnp.inf, dtype),
+            jnp.zeros((), bool),
+        )
 
     x, tau, lam_min, modified = jax.lax.cond(ok, keep_branch, eigen_branch, None)
     return x, tau, lam_min, modified, jnp.zeros((), bool)
@@ -183,7 +188,9 @@ def scale_by_newton(
     check_choice(fn_name, "modification", modification, MODIFICATIONS)
     check_positive(fn_name, "damping", damping, allow_zero=True)
     if saddle_free and solver != "dense":
-        raise ValueError(f"{fn_name}: saddle_free=True needs solver='dense' (|H| needs eigenvalues)")
+        raise ValueError(
+            f"{fn_name}: saddle_free=True needs solver='dense' (|H| needs eigenvalues)"
+        )
     if max_cg_steps is not None and max_cg_steps < 1:
         raise ValueError(f"{fn_name}: max_cg_steps must be >= 1, got {max_cg_steps}")
     if cg_rtol is not None:

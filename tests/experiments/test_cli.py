@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from experiments import cli, runner
-from experiments.config import ConfigError, load_config
+from experiments.config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -52,13 +52,23 @@ def test_every_config_validates_and_has_a_header(path):
 
 class TestRunFolder:
     def test_files_and_contents(self, tmp_path, capsys):
-        code, out, err = run_cli(["run", write(tmp_path, USER), "--output-dir", tmp_path / "runs"], capsys)
+        code, out, err = run_cli(
+            ["run", write(tmp_path, USER), "--output-dir", tmp_path / "runs"], capsys
+        )
         assert code == 0, err
         (run_dir,) = (tmp_path / "runs").iterdir()
         assert run_dir.name.startswith("user-")
         names = {p.name for p in run_dir.iterdir()}
-        assert {"config.yaml", "environment.json", "metrics.jsonl", "summary.json", "summary.md",
-                "loss_vs_step.png", "loss_vs_time.png", "grad_norm.png"} <= names
+        assert {
+            "config.yaml",
+            "environment.json",
+            "metrics.jsonl",
+            "summary.json",
+            "summary.md",
+            "loss_vs_step.png",
+            "loss_vs_time.png",
+            "grad_norm.png",
+        } <= names
         resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert resolved["problem"]["params"] == {"dim": 4} and resolved["run"]["steps"] == 12
         env = json.loads((run_dir / "environment.json").read_text())
@@ -102,10 +112,18 @@ class TestRunFolder:
         assert second != first and (first / "keep.txt").read_text() == "precious"
 
     def test_overrides_and_sweep(self, tmp_path, capsys):
-        data = dict(USER, sweep={"optimizer": "adam", "param": "learning_rate", "values": [0.01, 0.1]})
+        data = dict(
+            USER, sweep={"optimizer": "adam", "param": "learning_rate", "values": [0.01, 0.1]}
+        )
         code, _, err = run_cli(
-            ["run", write(tmp_path, data), "run.steps=5", "optimizers.newton.params.damping=1e-3",
-             "--output-dir", tmp_path / "runs"],
+            [
+                "run",
+                write(tmp_path, data),
+                "run.steps=5",
+                "optimizers.newton.params.damping=1e-3",
+                "--output-dir",
+                tmp_path / "runs",
+            ],
             capsys,
         )
         assert code == 0, err
@@ -113,8 +131,16 @@ class TestRunFolder:
         resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert resolved["run"]["steps"] == 5
         assert resolved["optimizers"][0]["params"] == {"damping": 1e-3}
-        labels = {json.loads(line)["optimizer"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
-        assert labels == {"newton", "trust_region", "adam(learning_rate=0.01)", "adam(learning_rate=0.1)"}
+        labels = {
+            json.loads(line)["optimizer"]
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        }
+        assert labels == {
+            "newton",
+            "trust_region",
+            "adam(learning_rate=0.01)",
+            "adam(learning_rate=0.1)",
+        }
 
     def test_interrupted_run_keeps_results(self, tmp_path, capsys, monkeypatch):
         calls = []
@@ -127,7 +153,9 @@ class TestRunFolder:
             return original(*args, **kwargs)
 
         monkeypatch.setattr(runner, "_run_optimizer", flaky)
-        code, _, err = run_cli(["run", write(tmp_path, USER), "--output-dir", tmp_path / "runs"], capsys)
+        code, _, err = run_cli(
+            ["run", write(tmp_path, USER), "--output-dir", tmp_path / "runs"], capsys
+        )
         assert code == 130 and "interrupted during trust_region" in err
         (run_dir,) = (tmp_path / "runs").iterdir()
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -138,17 +166,47 @@ class TestRunFolder:
 
 BAD = [
     ("unknown top-level key", {**USER, "sed": 1}, "unknown key 'sed'; valid keys: name, problem"),
-    ("unknown nested key", {**USER, "run": {"stepz": 3}}, "run: unknown key 'stepz'; valid keys: steps"),
+    (
+        "unknown nested key",
+        {**USER, "run": {"stepz": 3}},
+        "run: unknown key 'stepz'; valid keys: steps",
+    ),
     ("bad type", {**USER, "run": {"steps": "many"}}, "run.steps: expected an integer"),
-    ("unknown optimizer", {**USER, "optimizers": [{"name": "adamm"}]}, "unknown optimizer 'adamm'; valid choices: newton"),
-    ("unknown optimizer parameter", {**USER, "optimizers": [{"name": "newton", "params": {"dampign": 1}}]},
-     "unknown parameter 'dampign'; valid parameters: learning_rate, damping"),
-    ("missing required parameter", {**USER, "optimizers": [{"name": "adam"}]}, "adam needs learning_rate"),
-    ("unknown problem", {**USER, "problem": {"name": "rosenbrok"}}, "unknown problem 'rosenbrok'; valid choices:"),
-    ("unknown problem parameter", {**USER, "problem": {"name": USER["problem"]["name"], "params": {"dims": 2}}},
-     "unknown parameter 'dims'; valid parameters: scale, dim"),
-    ("bad device", {**USER, "device": "npu"}, "device: unknown device 'npu'; valid choices: auto, cpu, gpu, tpu"),
-    ("duplicate labels", {**USER, "optimizers": [{"name": "newton"}, {"name": "newton"}]}, "label 'newton' is used twice"),
+    (
+        "unknown optimizer",
+        {**USER, "optimizers": [{"name": "adamm"}]},
+        "unknown optimizer 'adamm'; valid choices: newton",
+    ),
+    (
+        "unknown optimizer parameter",
+        {**USER, "optimizers": [{"name": "newton", "params": {"dampign": 1}}]},
+        "unknown parameter 'dampign'; valid parameters: learning_rate, damping",
+    ),
+    (
+        "missing required parameter",
+        {**USER, "optimizers": [{"name": "adam"}]},
+        "adam needs learning_rate",
+    ),
+    (
+        "unknown problem",
+        {**USER, "problem": {"name": "rosenbrok"}},
+        "unknown problem 'rosenbrok'; valid choices:",
+    ),
+    (
+        "unknown problem parameter",
+        {**USER, "problem": {"name": USER["problem"]["name"], "params": {"dims": 2}}},
+        "unknown parameter 'dims'; valid parameters: scale, dim",
+    ),
+    (
+        "bad device",
+        {**USER, "device": "npu"},
+        "device: unknown device 'npu'; valid choices: auto, cpu, gpu, tpu",
+    ),
+    (
+        "duplicate labels",
+        {**USER, "optimizers": [{"name": "newton"}, {"name": "newton"}]},
+        "label 'newton' is used twice",
+    ),
 ]
 
 
@@ -176,7 +234,9 @@ def test_bad_override_and_missing_file(tmp_path, capsys):
 
 
 def test_unavailable_device_is_a_clear_error(tmp_path, capsys):
-    code, _, err = run_cli(["run", write(tmp_path, {**USER, "device": "tpu"}), "--output-dir", tmp_path / "r"], capsys)
+    code, _, err = run_cli(
+        ["run", write(tmp_path, {**USER, "device": "tpu"}), "--output-dir", tmp_path / "r"], capsys
+    )
     assert code == 2 and "'tpu' was asked for but is not available here" in err
 
 
@@ -190,7 +250,10 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     config = write(tmp_path, {**USER, "optimizers": [{"name": "nope"}]})
     proc = subprocess.run(
         [sys.executable, "-m", "newtonjax", "run", str(config)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert "unknown optimizer 'nope'" in proc.stderr and "Traceback" not in proc.stderr

@@ -53,14 +53,18 @@ def test_rosenbrock_converges_monotonically(subproblem):
     # convergence at rate ~(κ-1)/(κ+1) with κ ≈ 2500 at the minimizer, so it needs
     # tens of thousands of (cheap) steps to reach 1e-10.
     steps = 60_000 if subproblem == "cauchy" else 200
-    w, values = run_scan(nj.trust_region(subproblem=subproblem), rosenbrock, jnp.array([-1.2, 1.0]), steps)
+    w, values = run_scan(
+        nj.trust_region(subproblem=subproblem), rosenbrock, jnp.array([-1.2, 1.0]), steps
+    )
     assert np.max(np.abs(np.asarray(w) - 1.0)) < 1e-10
     assert np.all(np.diff(values) <= 0.0), "the loss increased on an accepted step"
 
 
 @pytest.mark.parametrize("subproblem", ["exact", "steihaug_cg", "dogleg"])
 def test_rosenbrock_fast_subproblems_reach_1e10(subproblem):
-    w, _, values, _ = run(nj.trust_region(subproblem=subproblem), rosenbrock, jnp.array([-1.2, 1.0]), 100)
+    w, _, values, _ = run(
+        nj.trust_region(subproblem=subproblem), rosenbrock, jnp.array([-1.2, 1.0]), 100
+    )
     assert np.max(np.abs(np.asarray(w) - 1.0)) < 1e-10
     assert values[-1] < 1e-20
 
@@ -109,9 +113,16 @@ def test_nan_trial_is_rejected_and_radius_shrinks():
 
 def test_steihaug_reports_cg_steps_and_status():
     w0 = jnp.array([-1.2, 1.0, 0.5, 0.3])
-    _, state, _, infos = run(nj.trust_region(subproblem="steihaug_cg", initial_radius=0.1), rosenbrock, w0, 3)
+    _, state, _, infos = run(
+        nj.trust_region(subproblem="steihaug_cg", initial_radius=0.1), rosenbrock, w0, 3
+    )
     statuses = {int(i.subproblem_status) for i in infos}
-    assert statuses <= {SolverStatus.CONVERGED, SolverStatus.BOUNDARY, SolverStatus.NEGATIVE_CURVATURE, SolverStatus.MAX_STEPS}
+    assert statuses <= {
+        SolverStatus.CONVERGED,
+        SolverStatus.BOUNDARY,
+        SolverStatus.NEGATIVE_CURVATURE,
+        SolverStatus.MAX_STEPS,
+    }
     assert SolverStatus.BOUNDARY in statuses  # the small radius binds
     assert all(int(i.cg_steps) >= 1 for i in infos)
 
@@ -191,7 +202,9 @@ class TestProtocol(chex.TestCase):
         np.testing.assert_allclose(new["w"], [2.0, 2.0], rtol=1e-12)
 
     def test_float32_smoke(self):
-        w, _, values, _ = run(nj.trust_region(), rosenbrock, jnp.array([-1.2, 1.0], jnp.float32), 80)
+        w, _, values, _ = run(
+            nj.trust_region(), rosenbrock, jnp.array([-1.2, 1.0], jnp.float32), 80
+        )
         assert w.dtype == jnp.float32
         np.testing.assert_allclose(w, [1.0, 1.0], atol=1e-3)
 
