@@ -257,3 +257,27 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "unknown optimizer 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+SMOKE = {
+    "curve_fits": ["problem.params.num_fits=16"],
+    "mlp_digits": ["problem.params.hidden=8"],
+    "mlp_spectrum": ["problem.params.hidden=4"],
+    "rosenbrock_nd": ["problem.params.dim=4"],
+    "logistic_regression": ["sweep.values=[0.01]"],
+}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_smoke_variant_of_every_config_runs(path, tmp_path, capsys):
+    overrides = ["run.steps=3", "run.progress=false", *SMOKE.get(path.stem, [])]
+    code, _, err = run_cli(["run", path, *overrides, "--output-dir", tmp_path], capsys)
+    assert code == 0, err
+    (run_dir,) = list(tmp_path.iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    config = load_config(path)
+    assert len(summary["optimizers"]) >= len(config.optimizers)
+    for record in summary["optimizers"]:
+        assert record["steps"] == 3 and np.isfinite(record["final_loss"]), record
+    assert (run_dir / "loss_vs_step.png").is_file()
