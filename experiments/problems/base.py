@@ -35,7 +35,8 @@ class Problem:
         argument when the problem has data).
       report: optional ``params -> dict`` run once on the final params of each
         optimizer (host side; e.g. the certified values next to the fit, the
-        critical-point class); written to the summary.
+        critical-point class); written to the summary. For batch problems it
+        receives the whole batch of final params.
       plot: optional ``(results, run_dir) -> list[path]`` for problem-specific
         figures, given ``{label: final params}``.
       target_loss: default loss target for "steps/time to target" in the summary.
