@@ -532,14 +532,14 @@ M₃ = B·128·10; the input x is data, so no gradient flows into it.
   evaluation order (one primal, one tangent and one cotangent product with x), so
   1.45× is below the flop floor of an exact GGN product on this network and is met
   only when XLA runs these products relatively faster than the gradient's: measured
-  1.43–1.45× on an idle machine, 1.46–1.48× on a loaded one. The loss Hessian on the B×10 logits is
-  negligible: jvp of grad of the cross-entropy compiles to a handful of element-wise
-  operations, and the closed-form softmax Hessian `(diag p − p pᵀ) u` (variant rows)
-  is not faster. On an idle machine those variant rows even come out slower with the
-  default XLA flags (1.7× against 1.44× in a 300-round check): XLA:CPU's YNNPACK
-  fusion pass groups their J v chain of dots and element-wise operations into one
-  library fusion that uses the two cores less well; with the fusion off, or when other
-  processes hold the cores, they tie with `nj.ggn_vp`.
+  1.43–1.45× on an idle machine, 1.43–1.48× on a loaded one. The loss Hessian on the
+  B×10 logits is negligible: jvp of grad of the cross-entropy compiles to a handful
+  of element-wise operations, and the closed-form softmax Hessian `(diag p − p pᵀ) u`
+  (variant rows) is not faster. On an idle machine those variant rows even come out
+  slower with the default XLA flags (1.7× against 1.44× in a 300-round check):
+  XLA:CPU's YNNPACK fusion pass groups their J v chain of dots and element-wise
+  operations into one library fusion that uses the two cores less well; with the
+  fusion off, or when other processes hold the cores, they tie with `nj.ggn_vp`.
 - marginal Hessian product: the linear program of the linearized gradient is the
   tangent half of the hvp, 2M₁ + 6M₂ + 6M₃, 1.21× the gradient's flops. The 3M₂ + 3M₃
   beyond the gradient are the second-order cross terms (g₂ dW₂ᵀ and dh₁ᵀ g₂ and their
@@ -694,7 +694,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=COMPARE_XLA_FLAGS,
         metavar="FLAGS",
         help="also time the main cases in a child process with these XLA_FLAGS added "
-        f"(default {COMPARE_XLA_FLAGS!r}, YNNPACK fusions off; '' to skip)",
+        f"(default {COMPARE_XLA_FLAGS!r}, YNNPACK fusions off; '' to skip); write "
+        "--compare-xla-flags=--xla_... so that the value is not read as an option",
     )
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS_PATH.name}")
     parser.add_argument("--json", default="", help=argparse.SUPPRESS)  # child-process output
