@@ -39,7 +39,7 @@ from newtonjax._transforms._common import (
     check_positive,
     with_value_and_grad,
 )
-from newtonjax._tree import PyTree, tree_axpy, tree_dtype, tree_ravel, tree_where
+from newtonjax._tree import PyTree, tree_axpy, tree_dtype, tree_norm, tree_ravel, tree_where
 
 __all__ = ["NewtonInfo", "ScaleByNewtonState", "scale_by_newton", "newton"]
 
@@ -170,8 +170,9 @@ def scale_by_newton(
         ``"none"`` (the pure Newton step; may point uphill on a non-convex problem).
       saddle_free: use ``|H|`` (dense solver only; Dauphin et al. 2014).
       max_cg_steps: CG iteration cap (``solver="cg"``), default ``n``.
-      cg_rtol: CG relative residual tolerance; default ``min(0.5, sqrt‖g‖)·‖g‖``
-        forcing (N&W Alg. 7.1) is replaced by a fixed ``sqrt(eps)`` when given.
+      cg_rtol: CG relative residual tolerance; default the forcing sequence
+        ``min(0.5, sqrt‖g‖)`` of N&W Alg. 7.1 (eq. 7.3), which keeps Newton–CG
+        superlinear while sparing CG steps far from the solution.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
@@ -219,7 +220,13 @@ def scale_by_newton(
             )
         else:
             matvec = lambda v: tree_axpy(damping, v, op.matvec(v))  # noqa: E731
-            result = linalg.cg(matvec, updates, rtol=cg_rtol, max_steps=max_cg_steps)
+            if cg_rtol is None:
+                # Forcing sequence η = min(0.5, sqrt‖g‖) (N&W eq. 7.3): loose far from
+                # the solution, superlinear convergence near it.
+                rtol = jnp.minimum(0.5, jnp.sqrt(tree_norm(updates)))
+            else:
+                rtol = cg_rtol
+            result = linalg.cg(matvec, updates, rtol=rtol, max_steps=max_cg_steps)
             first_step_negative = (result.num_steps == 0) | ~jnp.all(
                 jnp.isfinite(tree_ravel(result.x)[0])
             )

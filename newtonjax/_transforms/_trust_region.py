@@ -102,9 +102,25 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
     """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status."""
     if subproblem == "exact":
         g_flat, unravel = tree_ravel(g)
-        result = linalg.trust_region_exact(op.as_matrix(), g_flat, radius)
-        step = unravel(result.step.astype(g_flat.dtype))
-        return step, result.predicted_reduction, jnp.zeros((), jnp.int32), result.status
+        hess = op.as_matrix()
+        # Most steps near a minimizer are interior Newton steps: try Cholesky first
+        # and run the eigendecomposition of Moré–Sorensen only when H is not
+        # positive definite or the Newton step leaves the region.
+        chol = jnp.linalg.cholesky(hess)
+        newton = -jax.scipy.linalg.cho_solve((chol, True), g_flat)
+        interior = jnp.all(jnp.isfinite(newton)) & (jnp.linalg.norm(newton) <= radius)
+
+        def newton_branch(_):
+            predicted = -(g_flat @ newton + 0.5 * newton @ (hess @ newton))
+            return newton, predicted, jnp.asarray(linalg.SolverStatus.CONVERGED, jnp.int32)
+
+        def exact_branch(_):
+            result = linalg.trust_region_exact(hess, g_flat, radius)
+            return result.step, result.predicted_reduction, result.status.astype(jnp.int32)
+
+        p, predicted, status = jax.lax.cond(interior, newton_branch, exact_branch, None)
+        step = unravel(p.astype(g_flat.dtype))
+        return step, predicted, jnp.zeros((), jnp.int32), status
     if subproblem == "steihaug_cg":
         result = linalg.steihaug_cg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
         return result.step, result.predicted_reduction, result.num_steps, result.status
