@@ -203,8 +203,9 @@ class TestWorkPool:
         batched = jax.jit(
             jax.vmap(lambda x0: nj.minimize(f, x0, args=(target,), batch_lanes=lanes))
         )(x0s)
+        solve = jax.jit(lambda x0: nj.minimize(f, x0, args=(target,)))
         for i in range(x0s.shape[0]):
-            single = nj.minimize(f, x0s[i], args=(target,))
+            single = solve(x0s[i])
             np.testing.assert_allclose(batched.params[i], single.params, rtol=1e-12, atol=1e-12)
             assert int(batched.num_steps[i]) == int(single.num_steps)
             assert int(batched.status[i]) == int(single.status)
@@ -218,9 +219,10 @@ class TestWorkPool:
             return nj.minimize(f, jnp.zeros(2), args=(a,), batch_lanes=2).params
 
         a_batch = jnp.array([[0.3, -0.2], [1.0, 0.5], [-0.7, 0.1]])
-        got = jax.vmap(jax.jacobian(solve))(a_batch)
+        got = jax.jit(jax.vmap(jax.jacobian(solve)))(a_batch)
+        single = jax.jit(jax.jacobian(solve))
         for i in range(3):
-            np.testing.assert_allclose(got[i], jax.jacobian(solve)(a_batch[i]), rtol=1e-10)
+            np.testing.assert_allclose(got[i], single(a_batch[i]), rtol=1e-10)
 
 
 class TestImplicitDifferentiation:
@@ -265,7 +267,8 @@ class TestImplicitDifferentiation:
             res = nj.minimize(f, jnp.zeros(3), args=(a,), method="newton")
             return jnp.sum(res.params**2) + 3.0 * res.value
 
-        got = jax.grad(loss)(a)
+        loss = jax.jit(loss)
+        got = jax.jit(jax.grad(loss))(a)
         h = 1e-5
         fd = np.array([(loss(a.at[i].add(h)) - loss(a.at[i].add(-h))) / (2 * h) for i in range(3)])
         np.testing.assert_allclose(got, fd, rtol=1e-6)
