@@ -12,6 +12,7 @@ cotangent ``x̄`` needs one solve ``H v = x̄`` and one mixed vector product
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -433,10 +434,16 @@ def _take(tree, index):
 
 
 def default_lanes(num_problems: int) -> int:
-    """Lanes of the work pool for a batch of ``num_problems`` solves."""
-    if num_problems <= 256:
+    """Lanes of the work pool for a batch of ``num_problems`` solves.
+
+    Few lanes waste little on the slowest problems (the tail costs lanes × its
+    iterations) but pay the loop's fixed cost per trip more often; about √N
+    balances the two (measured on CPU for 10,000 four-parameter fits: 128 lanes
+    1.1 s, 1,024 lanes 3.0 s, 10,000 lanes, i.e. a plain vmap, 30 s).
+    """
+    if num_problems <= 128:
         return num_problems
-    return max(256, -(-num_problems // 4))
+    return max(128, 32 * round(math.sqrt(num_problems) / 32))
 
 
 def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) -> SolveResult:
@@ -702,7 +709,7 @@ def minimize(
         iteration in ``result.history`` (arrays of length ``maxiter + 1``).
       verbose: print each iteration with ``jax.debug.print``.
       batch_lanes: under ``jax.vmap``, the number of problems solved side by side
-        (see below); default ``N`` for ``N <= 256`` problems, else ``max(256, N/4)``.
+        (see below); default ``N`` for ``N <= 128`` problems, else about ``√N`` (at least 128).
 
     Returns:
       A :class:`SolveResult`.
