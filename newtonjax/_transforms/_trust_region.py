@@ -250,8 +250,8 @@ def trust_region(
       >>> w = jnp.zeros(2)
       >>> state = opt.init(w)
       >>> updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
-      >>> optax.apply_updates(w, updates)
-      Array([1., 2.], dtype=float32)
+      >>> print(jnp.round(optax.apply_updates(w, updates), 5))
+      [1. 2.]
 
     References:
       Nocedal & Wright (2006), Numerical Optimization, Ch. 4 and §7.1.

@@ -1,5 +1,6 @@
-"""Levenberg–Marquardt as an optax transform: closed-form steps, Nielsen's damping rule,
-NaN trials, the NIST StRD lower-difficulty problems and a small MLP."""
+"""Levenberg–Marquardt as an optax transform: closed-form steps, Moré's trust-region rule
+and Nielsen's damping rule, geodesic acceleration against closed-form and finite-difference
+second derivatives, NaN trials, the NIST StRD lower-difficulty problems and a small MLP."""
 
 import chex
 import jax
@@ -8,12 +9,15 @@ import numpy as np
 import optax
 import pytest
 from absl.testing import parameterized
+from scipy.optimize import brentq
 
 from experiments.problems import nist
 from newtonjax._objectives import composite_objective, least_squares_objective
 from newtonjax._transforms._gauss_newton import (
     levenberg_marquardt,
     scale_by_levenberg_marquardt,
+    secular_damping,
+    trust_region_radius_update,
 )
 
 jax.config.update("jax_enable_x64", True)
@@ -23,6 +27,11 @@ CG_RTOL = 1e-9  # float64 CG (cg_rtol=1e-13) against numpy
 NIST_MIN_LRE = 6.0  # correct significant digits on every parameter
 NIST_STEPS = 500
 F32_ATOL = 1e-3
+FD_RTOL = 1e-6  # geodesic acceleration against a finite-difference second derivative
+
+# The classical rule, spelled out (the dense defaults are Moré's trust region with
+# Marquardt scaling and geodesic acceleration).
+NIELSEN = dict(damping_update="nielsen", scaling="identity", geodesic_acceleration=False)
 
 X = np.linspace(0.0, 2.0, 9)
 Y = 2.0 * np.exp(-1.3 * X) + 0.05 * np.sin(7.0 * X)  # not an exact fit: nonzero residual
@@ -64,7 +73,7 @@ class TestStep(chex.TestCase):
     @parameterized.parameters("dense", "cg")
     def test_absolute_damping_step_and_nielsen_update(self, solver):
         tx = scale_by_levenberg_marquardt(
-            0.5, relative_initial_damping=False, solver=solver, cg_rtol=1e-13
+            0.5, relative_initial_damping=False, solver=solver, cg_rtol=1e-13, **NIELSEN
         )
         w = jnp.asarray(W0)
         update = self.variant(lambda g, s, p: tx.update(g, s, p, value_fn=EXP_LOSS))
@@ -83,7 +92,7 @@ class TestStep(chex.TestCase):
 
     def test_relative_initial_damping_is_nielsen_tau_times_max_diagonal(self):
         tau = 1e-2
-        tx = scale_by_levenberg_marquardt(tau)
+        tx = scale_by_levenberg_marquardt(tau, **NIELSEN)
         w = jnp.asarray(W0)
         u, state = tx.update(jax.grad(EXP_LOSS)(w), tx.init(w), w, value_fn=EXP_LOSS)
         jac = exp_jacobian(W0)
@@ -97,7 +106,14 @@ class TestStep(chex.TestCase):
     @parameterized.parameters("dense", "cg")
     def test_marquardt_scaling_keeps_running_max_of_diagonal(self, solver):
         tau = 0.1
-        tx = scale_by_levenberg_marquardt(tau, scaling="marquardt", solver=solver, cg_rtol=1e-13)
+        tx = scale_by_levenberg_marquardt(
+            tau,
+            scaling="marquardt",
+            damping_update="nielsen",
+            geodesic_acceleration=False,
+            solver=solver,
+            cg_rtol=1e-13,
+        )
         w = jnp.asarray(W0)
         state = tx.init(w)
         tol = RTOL if solver == "dense" else CG_RTOL
@@ -146,7 +162,7 @@ class TestStep(chex.TestCase):
         w = jnp.asarray(rng.normal(size=4))
         g = jax.grad(loss)(w)
         tx = scale_by_levenberg_marquardt(
-            0.3, relative_initial_damping=False, solver=solver, cg_rtol=1e-13
+            0.3, relative_initial_damping=False, solver=solver, cg_rtol=1e-13, **NIELSEN
         )
         u, state = tx.update(g, tx.init(w), w, value_fn=loss)
         jac = np.asarray(jax.jacfwd(model)(w))
@@ -157,11 +173,192 @@ class TestStep(chex.TestCase):
         np.testing.assert_allclose(u, expected, rtol=tol)
 
 
+def exp_rvv(w, v):
+    """Closed-form ``d²/dt² r(w + t v)`` of ``exp_residual``."""
+    e = np.exp(w[1] * X)
+    return 2.0 * v[0] * v[1] * X * e + w[0] * v[1] ** 2 * X**2 * e
+
+
+def minpack_radius(delta, pnorm, par, ratio, fnorm, fnorm1, jp_norm):
+    """MINPACK lmder's radius update, transcribed in its own normalized units."""
+    if fnorm1 is None or not np.isfinite(fnorm1):
+        actred = -1.0
+    else:
+        actred = 1.0 - (fnorm1 / fnorm) ** 2 if 0.1 * fnorm1 < fnorm else -1.0
+    temp1 = jp_norm / fnorm
+    temp2 = np.sqrt(par) * pnorm / fnorm
+    dirder = -(temp1**2 + temp2**2)
+    if ratio <= 0.25:
+        temp = 0.5 if actred >= 0 else 0.5 * dirder / (dirder + 0.5 * actred)
+        if fnorm1 is None or not np.isfinite(fnorm1) or 0.1 * fnorm1 >= fnorm or temp < 0.1:
+            temp = 0.1
+        return temp * min(delta, pnorm / 0.1)
+    if par == 0 or ratio >= 0.75:
+        return pnorm / 0.5
+    return delta
+
+
+class TestTrustRegion(chex.TestCase):
+    def test_secular_damping_hits_the_radius_from_the_left(self):
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            lam = rng.uniform(0.0, 3.0, size=5) ** 3
+            c = rng.normal(size=5)
+            zero = rng.integers(5)  # a zero-curvature direction, orthogonal to g
+            lam[zero], c[zero] = 0.0, 0.0
+            radius = rng.uniform(0.05, 2.0) * np.linalg.norm(c / np.where(lam > 0, lam, 1.0))
+            mu = float(secular_damping(jnp.asarray(lam), jnp.asarray(c), jnp.asarray(radius)))
+            keep = lam > 0
+            length = lambda m: np.linalg.norm(c[keep] / (lam[keep] + m)) - radius  # noqa: E731
+            if length(0.0) <= 0.1 * radius:
+                assert mu == 0.0
+                continue
+            root = brentq(length, 0.0, np.linalg.norm(c) / radius, xtol=1e-15, rtol=1e-15)
+            assert 0.0 < mu <= root * (1.0 + 1e-9)
+            assert radius * (1 - 1e-9) <= length(mu) + radius <= 1.1 * radius
+
+    def test_secular_damping_is_zero_when_gauss_newton_step_fits(self):
+        lam = np.array([4.0, 1.0, 0.25])
+        c = np.array([1.0, -1.0, 0.5])
+        gn = np.linalg.norm(c / lam)
+        assert float(secular_damping(jnp.asarray(lam), jnp.asarray(c), 1.05 * gn)) == 0.0
+        assert float(secular_damping(jnp.asarray(lam), jnp.asarray(c), 0.5 * gn)) > 0.0
+
+    @parameterized.parameters(
+        (0.9, 0.5, 0.3), (0.5, 0.8, 0.3), (0.5, 0.8, 0.0), (0.1, 0.95, 0.3),
+         (-2.0, 1.3, 0.3), (-1e3, 200.0, 0.3), (-np.inf, np.inf, 0.3),
+    )  # fmt: skip
+    def test_radius_update_is_minpack_lmder(self, ratio, f1, par):
+        # f = ½‖r‖², so f = 1 means ‖r‖ = √2; a step of scaled length 0.7 and ‖Jp‖ = 0.4.
+        f0, delta, pnorm, jp = 1.0, 1.5, 0.7, 0.4
+        pred = 0.5 * jp**2 + par * pnorm**2
+        actual = f0 - f1 if np.isfinite(f1) else -np.inf
+        got = trust_region_radius_update(
+            jnp.asarray(delta), jnp.asarray(pnorm), jnp.asarray(par), jnp.asarray(ratio),
+            jnp.asarray(pred), jnp.asarray(actual), jnp.asarray(f0), jnp.asarray(f1),
+        )  # fmt: skip
+        fnorm1 = np.sqrt(2 * f1) if np.isfinite(f1) else None
+        expected = minpack_radius(delta, pnorm, par, ratio, np.sqrt(2 * f0), fnorm1, jp)
+        np.testing.assert_allclose(float(got), expected, rtol=RTOL)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(0.1, 1e3)
+    def test_first_step_is_minpack_step(self, factor):
+        # factor 0.1: the Gauss–Newton step is too long, μ > 0 comes from the secular
+        # equation; factor 1e3: the Gauss–Newton step (μ = 0) fits.
+        tx = scale_by_levenberg_marquardt(initial_radius_factor=factor, geodesic_acceleration=False)
+        w = jnp.asarray(W0)
+        update = self.variant(lambda g, s, p: tx.update(g, s, p, value_fn=EXP_LOSS))
+        u, state = update(jax.grad(EXP_LOSS)(w), tx.init(w), w)
+        jac = exp_jacobian(W0)
+        d = np.sum(jac**2, axis=0)  # D = diag(JᵀJ) at the first step
+        delta0 = factor * np.linalg.norm(np.sqrt(d) * W0)
+        mu = float(state.damping)
+        ref_u, predicted, actual, rho = reference_step(W0, mu, scaling=d)
+        np.testing.assert_allclose(u, ref_u, rtol=RTOL)
+        np.testing.assert_allclose(state.info.predicted_reduction, predicted, rtol=RTOL)
+        np.testing.assert_allclose(state.info.rho, rho, rtol=RTOL)
+        pnorm = np.linalg.norm(np.sqrt(d) * ref_u)
+        if factor < 1:
+            assert mu > 0 and delta0 * (1 - 1e-9) <= pnorm <= 1.1 * delta0
+        else:
+            assert mu == 0.0 and pnorm <= 1.1 * delta0
+            np.testing.assert_allclose(u, np.linalg.lstsq(jac, exp_residual(W0), rcond=None)[0],
+                                       rtol=RTOL)  # fmt: skip
+        r = np.asarray(exp_residual(W0))
+        f1 = exp_loss_np(W0 - ref_u)
+        expected = minpack_radius(min(delta0, pnorm), pnorm, mu, rho, np.linalg.norm(r),
+                                  np.sqrt(2 * f1), np.linalg.norm(jac @ ref_u))  # fmt: skip
+        np.testing.assert_allclose(state.radius, expected, rtol=1e-10)
+        assert not bool(state.info.rejected) and not bool(state.info.accelerated)
+
+    def test_trust_region_needs_the_dense_solver(self):
+        with pytest.raises(ValueError, match="trust_region.*dense"):
+            scale_by_levenberg_marquardt(damping_update="trust_region", solver="cg")
+        # CG defaults to Nielsen's rule with identity scaling and no acceleration.
+        tx = scale_by_levenberg_marquardt(0.5, relative_initial_damping=False, solver="cg",
+                                          cg_rtol=1e-13)  # fmt: skip
+        w = jnp.asarray(W0)
+        u, _ = tx.update(jax.grad(EXP_LOSS)(w), tx.init(w), w, value_fn=EXP_LOSS)
+        np.testing.assert_allclose(u, reference_step(W0, 0.5)[0], rtol=CG_RTOL)
+
+
+class TestGeodesicAcceleration(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters("dense", "cg")
+    def test_least_squares_step_is_velocity_plus_half_acceleration(self, solver):
+        mu = 0.5
+        tx = scale_by_levenberg_marquardt(
+            mu, relative_initial_damping=False, damping_update="nielsen", scaling="identity",
+            geodesic_acceleration=True, acceleration_ratio=10.0, solver=solver, cg_rtol=1e-13,
+        )  # fmt: skip
+        w = jnp.asarray(W0)
+        update = self.variant(lambda g, s, p: tx.update(g, s, p, value_fn=EXP_LOSS))
+        u, state = update(jax.grad(EXP_LOSS)(w), tx.init(w), w)
+        jac = exp_jacobian(W0)
+        a_mat = jac.T @ jac + mu * np.eye(2)
+        v = -np.linalg.solve(a_mat, jac.T @ np.asarray(exp_residual(W0)))
+        a = -np.linalg.solve(a_mat, jac.T @ exp_rvv(W0, v))
+        tol = RTOL if solver == "dense" else CG_RTOL
+        assert bool(state.info.accelerated)
+        np.testing.assert_allclose(u, -(v + 0.5 * a), rtol=tol)
+        ratio = 2 * np.linalg.norm(a) / np.linalg.norm(v)
+        np.testing.assert_allclose(state.info.acceleration_ratio, ratio, rtol=tol)
+        # ρ: the actual decrease of the accelerated step over the velocity's model.
+        predicted = -(jac.T @ np.asarray(exp_residual(W0))) @ v - 0.5 * v @ jac.T @ jac @ v
+        actual = exp_loss_np(W0) - exp_loss_np(W0 + v + 0.5 * a)
+        np.testing.assert_allclose(state.info.rho, actual / predicted, rtol=tol)
+
+    def test_large_acceleration_falls_back_to_the_velocity(self):
+        opts = dict(relative_initial_damping=False, damping_update="nielsen", scaling="identity")
+        plain = scale_by_levenberg_marquardt(0.5, geodesic_acceleration=False, **opts)
+        tight = scale_by_levenberg_marquardt(0.5, acceleration_ratio=1e-9, **opts)
+        w = jnp.asarray(W0)
+        g = jax.grad(EXP_LOSS)(w)
+        u_plain, _ = plain.update(g, plain.init(w), w, value_fn=EXP_LOSS)
+        u, state = tight.update(g, tight.init(w), w, value_fn=EXP_LOSS)
+        assert not bool(state.info.accelerated) and float(state.info.acceleration_ratio) > 1e-9
+        np.testing.assert_allclose(u, u_plain, rtol=RTOL)
+
+    def test_composite_acceleration_against_finite_differences(self):
+        rng = np.random.default_rng(2)
+        x = rng.normal(size=(12, 2))
+        targets = rng.normal(size=(12,))
+
+        def model(w):
+            return jnp.tanh(jnp.asarray(x) @ w[:2]) * w[2] + w[3]
+
+        def output_loss(out):
+            return jnp.sum(jnp.log(jnp.cosh(out - targets)))
+
+        loss = composite_objective(model, output_loss)
+        w = jnp.asarray(rng.normal(size=4))
+        mu = 1.0  # an accepted step (ρ ≈ 0.94), so the update is the tried step
+        tx = scale_by_levenberg_marquardt(
+            mu, relative_initial_damping=False, damping_update="nielsen", scaling="identity",
+            geodesic_acceleration=True, acceleration_ratio=1e3,
+        )  # fmt: skip
+        g = np.asarray(jax.grad(loss)(w))
+        u, state = tx.update(jnp.asarray(g), tx.init(w), w, value_fn=loss)
+        jac = np.asarray(jax.jacfwd(model)(w))
+        hess = np.asarray(jax.hessian(output_loss)(model(w)))
+        a_mat = jac.T @ hess @ jac + mu * np.eye(4)
+        v = -np.linalg.solve(a_mat, g)
+        h = 1e-4  # central second difference of the model along v
+        m_vv = (
+            np.asarray(model(w + h * v)) - 2 * np.asarray(model(w)) + np.asarray(model(w - h * v))
+        )
+        m_vv = m_vv / h**2
+        a = -np.linalg.solve(a_mat, jac.T @ hess @ m_vv)
+        assert bool(state.info.accelerated)
+        np.testing.assert_allclose(u, -(v + 0.5 * a), rtol=FD_RTOL)
+
+
 class TestRejection:
     def test_nan_trial_is_rejected_and_damping_grows(self):
         # Beyond w = 2 the residual is NaN; the undamped step jumps to w ≈ 10.
         loss = least_squares_objective(lambda w: w - 10.0 + jnp.where(w > 2.0, jnp.nan, 0.0))
-        tx = scale_by_levenberg_marquardt(1e-3, relative_initial_damping=False)
+        tx = scale_by_levenberg_marquardt(1e-3, relative_initial_damping=False, **NIELSEN)
         w = jnp.array([1.0])
         state = tx.init(w)
         u, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
@@ -211,6 +408,12 @@ class TestErrors:
             scale_by_levenberg_marquardt(initial_damping=0.0)
         with pytest.raises(ValueError, match="eta"):
             levenberg_marquardt(eta=1.5)
+        with pytest.raises(ValueError, match="damping_update"):
+            levenberg_marquardt(damping_update="more")
+        with pytest.raises(ValueError, match="initial_radius_factor"):
+            levenberg_marquardt(initial_radius_factor=0.0)
+        with pytest.raises(ValueError, match="acceleration_ratio"):
+            levenberg_marquardt(acceleration_ratio=-1.0)
 
 
 def run_nist(problem, opt, steps):
@@ -301,7 +504,9 @@ class TestOptaxProtocol:
         assert step._cache_size() == 1
 
     def test_inject_hyperparams(self):
-        opt = optax.inject_hyperparams(levenberg_marquardt)(initial_damping=0.5, eta=0.0)
+        opt = optax.inject_hyperparams(levenberg_marquardt)(
+            initial_damping=0.5, eta=0.0, initial_radius_factor=10.0, acceleration_ratio=0.75
+        )
         traces = []
 
         @jax.jit
@@ -318,14 +523,17 @@ class TestOptaxProtocol:
             w, state = step(w, state)
         assert len(traces) == 1
         reference = jnp.asarray(W0)
-        ref_opt = levenberg_marquardt(0.5)
+        # The first step's ρ is far above 1e-4, so eta = 1e-4 throughout is the same run.
+        ref_opt = levenberg_marquardt(0.5, eta=1e-4)
         ref_state = ref_opt.init(reference)
         for _ in range(31):
             u, ref_state = ref_opt.update(
                 jax.grad(EXP_LOSS)(reference), ref_state, reference, value_fn=EXP_LOSS
             )
             reference = reference + u
-        np.testing.assert_allclose(w, reference, rtol=1e-10)
+        # 31 steps end in the rounding regime of this nonzero-residual fit, where the
+        # gain ratio is noise: the runs agree to the minimizer's rounding floor ~sqrt(eps).
+        np.testing.assert_allclose(w, reference, rtol=1e-8)
 
     def test_vmap_over_problems_and_apply_if_finite(self):
         targets = jnp.array([[2.0, -1.3], [0.5, 0.4], [-1.0, -0.2]])
