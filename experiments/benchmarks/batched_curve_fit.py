@@ -79,6 +79,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments.benchmarks._common import cpu_counters as _cpu_counters
+from experiments.benchmarks._common import other_load as _other_load
+from experiments.benchmarks._common import replace_section
+
 SECTION_TITLE = "## Batched curve fitting"
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 RESULTS_HEADER = "# Benchmark results\n"
@@ -410,24 +414,6 @@ def run_scipy(prob: Problems, idx: np.ndarray, variant: str) -> dict[str, np.nda
 
 
 # ------------------------------------------------------------------------ timing
-
-
-def _cpu_counters() -> tuple[float, float, float]:
-    """(wall s, CPU s this process used, CPU s all processes used) — Linux only."""
-    wall = time.perf_counter()
-    own = sum(os.times()[:2])
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = float("nan")
-    return wall, own, busy
-
-
-def _other_load(before: tuple, after: tuple) -> float:
-    wall = after[0] - before[0]
-    others = (after[2] - before[2]) - (after[1] - before[1])
-    return max(others, 0.0) / wall if wall > 0 else float("nan")
 
 
 def _block(out):
@@ -1358,21 +1344,6 @@ def section_text(result: dict[str, Any], args: argparse.Namespace, command: str)
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS_PATH) -> None:
-    """Replace (or append) this benchmark's ``## `` section of ``path``."""
-    old = path.read_text() if path.exists() else RESULTS_HEADER
-    if not old.startswith("# "):
-        old = RESULTS_HEADER + "\n" + old
-    start = old.find(SECTION_TITLE + "\n")
-    if start < 0:
-        new = old.rstrip() + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION_TITLE))
-        tail = "" if nxt < 0 else old[nxt + 1 :]
-        new = old[:start] + text + ("\n" + tail if tail else "")
-    path.write_text(new)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -1466,6 +1437,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if min(args.sizes) < 1 or min(args.repeats, args.scipy_subset, args.compile_repeats) < 1:
         parser.error("--sizes, --repeats, --scipy-subset and --compile-repeats must be >= 1")
     return args
+
+
+def write_section(text: str, path: Path = RESULTS_PATH) -> None:
+    """Replace (or append) this benchmark's section of ``RESULTS.md``."""
+    replace_section(text, SECTION_TITLE, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

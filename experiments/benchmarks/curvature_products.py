@@ -63,6 +63,10 @@ from typing import Any
 
 import numpy as np
 
+from experiments.benchmarks._common import cpu_counters as _cpu_counters
+from experiments.benchmarks._common import other_load as _other_load
+from experiments.benchmarks._common import replace_section
+
 SIZES = (784, 128, 128, 10)
 K_SHORT = 1
 K_LONG = 11
@@ -400,26 +404,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _cpu_counters() -> tuple[float, float, float]:
-    """(wall s, CPU s this process used, CPU s all processes used) — Linux only."""
-    wall = time.perf_counter()
-    own = sum(os.times()[:2])  # user + system of all this process's threads
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-        ticks = [int(f) for f in fields]  # user nice system idle iowait irq softirq steal
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = float("nan")
-    return wall, own, busy
-
-
-def _other_load(before: tuple, after: tuple) -> float:
-    """Cores' worth of CPU that *other* processes used while the timing ran."""
-    wall = after[0] - before[0]
-    others = (after[2] - before[2]) - (after[1] - before[1])
-    return max(others, 0.0) / wall if wall > 0 else float("nan")
-
-
 # ------------------------------------------------------------------------ report
 
 
@@ -597,21 +581,6 @@ def section_text(result: dict[str, Any], args: argparse.Namespace, command: str)
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS_PATH) -> None:
-    """Replace (or append) this benchmark's ``## `` section of ``path``."""
-    old = path.read_text() if path.exists() else RESULTS_HEADER
-    if not old.startswith("# "):
-        old = RESULTS_HEADER + "\n" + old
-    start = old.find(SECTION_TITLE)
-    if start < 0:
-        new = old.rstrip() + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION_TITLE))
-        tail = "" if nxt < 0 else old[nxt + 1 :]
-        new = old[:start] + text + ("\n" + tail if tail else "")
-    path.write_text(new)
-
-
 # ------------------------------------------------------------- XLA-flag comparison
 
 
@@ -704,6 +673,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1:
         parser.error("--batch, --repeats and --warmup must be >= 1")
     return args
+
+
+def write_section(text: str, path: Path = RESULTS_PATH) -> None:
+    """Replace (or append) this benchmark's section of ``RESULTS.md``."""
+    replace_section(text, SECTION_TITLE, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -118,6 +118,9 @@ import scipy  # noqa: E402
 import scipy.optimize  # noqa: E402
 
 import newtonjax as nj  # noqa: E402
+from experiments.benchmarks._common import cpu_counters as _cpu_counters  # noqa: E402
+from experiments.benchmarks._common import other_load as _other_load  # noqa: E402
+from experiments.benchmarks._common import replace_section  # noqa: E402
 
 SECTION_TITLE = "## Dense Newton"
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
@@ -667,26 +670,6 @@ def _blas_threads(threads: int | None):
     if threads is None or tpc is None:
         return contextlib.nullcontext()
     return tpc.threadpool_limits(limits=threads, user_api="blas")
-
-
-def _cpu_counters() -> tuple[float, float, float]:
-    """(wall s, CPU s of this process, busy CPU s of all processes) — Linux only."""
-    wall = time.perf_counter()
-    own = sum(os.times()[:2])
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-        ticks = [int(f) for f in fields]
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = float("nan")
-    return wall, own, busy
-
-
-def _other_load(before: tuple, after: tuple) -> float:
-    """Cores' worth of CPU that *other* processes used between two counters."""
-    wall = after[0] - before[0]
-    others = (after[2] - before[2]) - (after[1] - before[1])
-    return max(others, 0.0) / wall if wall > 0 else float("nan")
 
 
 @dataclasses.dataclass
@@ -1487,21 +1470,6 @@ def section_text(result: dict[str, Any], command: str, note: str) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS_PATH) -> None:
-    """Replace (or append) this benchmark's ``## `` section of ``path``."""
-    old = path.read_text() if path.exists() else RESULTS_HEADER
-    if not old.startswith("# "):
-        old = RESULTS_HEADER + "\n" + old
-    start = old.find(SECTION_TITLE + "\n")
-    if start < 0:
-        new = old.rstrip() + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(SECTION_TITLE))
-        tail = "" if nxt < 0 else old[nxt + 1 :]
-        new = old[:start] + text + ("\n" + tail if tail else "")
-    path.write_text(new)
-
-
 # ------------------------------------------------------------------------ main
 
 
@@ -1606,6 +1574,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if any(n < 2 for n in args.sizes):
         parser.error("--sizes must be >= 2")
     return args
+
+
+def write_section(text: str, path: Path = RESULTS_PATH) -> None:
+    """Replace (or append) this benchmark's section of ``RESULTS.md``."""
+    replace_section(text, SECTION_TITLE, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
