@@ -144,3 +144,35 @@ def with_value_and_grad(
         return tx.update(updates, state, params, value_fn=value_fn, value=value, grad=grad, **extra)
 
     return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+
+
+def chain_with_linesearch(
+    fn_name: str,
+    direction: optax.GradientTransformationExtraArgs,
+    learning_rate: Any,
+    linesearch: optax.GradientTransformationExtraArgs | str | None,
+    max_linesearch_steps: int,
+) -> optax.GradientTransformationExtraArgs:
+    """``direction`` → ``scale_by_learning_rate`` → optional line search, as one chain.
+
+    ``"backtracking"`` is optax's Armijo search started at the full step every time
+    (``increase_factor=inf``), so a Newton-type direction keeps its local rate;
+    ``"zoom"`` is optax's strong-Wolfe search; ``None`` takes the fixed step.
+    """
+    if isinstance(linesearch, str):
+        check_choice(fn_name, "linesearch", linesearch, ("backtracking", "zoom"))
+        if linesearch == "backtracking":
+            linesearch = optax.scale_by_backtracking_linesearch(
+                max_backtracking_steps=max_linesearch_steps,
+                decrease_factor=0.5,
+                increase_factor=jnp.inf,
+                max_learning_rate=1.0,
+            )
+        else:
+            linesearch = optax.scale_by_zoom_linesearch(
+                max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"
+            )
+    blocks = [direction, optax.scale_by_learning_rate(learning_rate)]
+    if linesearch is None:
+        return optax.chain(*blocks)
+    return with_value_and_grad(fn_name, optax.chain(*blocks, linesearch))

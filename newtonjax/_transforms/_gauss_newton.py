@@ -53,10 +53,10 @@ from newtonjax._transforms._common import (
     acceptance,
     bind_value_fn,
     bound_kwargs,
+    chain_with_linesearch,
     check_choice,
     check_positive,
     trial_value,
-    with_value_and_grad,
 )
 from newtonjax._tree import (
     PyTree,
@@ -414,27 +414,12 @@ def gauss_newton(
     References:
       Nocedal & Wright (2006), Numerical Optimization, §10.3; Schraudolph (2002).
     """
-    if isinstance(linesearch, str):
-        check_choice("gauss_newton", "linesearch", linesearch, ("backtracking", "zoom"))
-        if linesearch == "backtracking":
-            linesearch = optax.scale_by_backtracking_linesearch(
-                max_backtracking_steps=max_linesearch_steps,
-                decrease_factor=0.5,
-                increase_factor=jnp.inf,
-                max_learning_rate=1.0,
-            )
-        else:
-            linesearch = optax.scale_by_zoom_linesearch(
-                max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"
-            )
-    blocks = [
-        scale_by_gauss_newton(damping, solver=solver, max_cg_steps=max_cg_steps, cg_rtol=cg_rtol),
-        optax.scale_by_learning_rate(learning_rate),
-    ]
-    if linesearch is None:
-        return optax.chain(*blocks)
-    blocks.append(linesearch)
-    return with_value_and_grad("gauss_newton", optax.chain(*blocks))
+    direction = scale_by_gauss_newton(
+        damping, solver=solver, max_cg_steps=max_cg_steps, cg_rtol=cg_rtol
+    )
+    return chain_with_linesearch(
+        "gauss_newton", direction, learning_rate, linesearch, max_linesearch_steps
+    )
 
 
 # -------------------------------------------------------------- Levenberg–Marquardt

@@ -35,9 +35,9 @@ from newtonjax import linalg
 from newtonjax._curvature import hessian_operator
 from newtonjax._transforms._common import (
     bind_value_fn,
+    chain_with_linesearch,
     check_choice,
     check_positive,
-    with_value_and_grad,
 )
 from newtonjax._tree import PyTree, tree_axpy, tree_dtype, tree_norm, tree_ravel, tree_where
 
@@ -291,31 +291,14 @@ def newton(
     References:
       Nocedal & Wright (2006), Numerical Optimization, §3.3–3.4, Alg. 3.1 and 7.1.
     """
-    if isinstance(linesearch, str):
-        check_choice("newton", "linesearch", linesearch, ("backtracking", "zoom"))
-        if linesearch == "backtracking":
-            linesearch = optax.scale_by_backtracking_linesearch(
-                max_backtracking_steps=max_linesearch_steps,
-                decrease_factor=0.5,
-                increase_factor=jnp.inf,
-                max_learning_rate=1.0,
-            )
-        else:
-            linesearch = optax.scale_by_zoom_linesearch(
-                max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"
-            )
-    blocks = [
-        scale_by_newton(
-            damping,
-            solver=solver,
-            modification=modification,
-            saddle_free=saddle_free,
-            max_cg_steps=max_cg_steps,
-            cg_rtol=cg_rtol,
-        ),
-        optax.scale_by_learning_rate(learning_rate),
-    ]
-    if linesearch is None:
-        return optax.chain(*blocks)
-    blocks.append(linesearch)
-    return with_value_and_grad("newton", optax.chain(*blocks))
+    direction = scale_by_newton(
+        damping,
+        solver=solver,
+        modification=modification,
+        saddle_free=saddle_free,
+        max_cg_steps=max_cg_steps,
+        cg_rtol=cg_rtol,
+    )
+    return chain_with_linesearch(
+        "newton", direction, learning_rate, linesearch, max_linesearch_steps
+    )
