@@ -233,7 +233,13 @@ def _dense_products(method, options, n) -> int:
         sub = options.get("subproblem") or ("exact" if n <= 1000 else "steihaug_cg")
         return {"exact": n, "cauchy": 1}.get(sub, 0)
     if method in _STRUCTURED:
-        return n if options.get("solver", "dense") == "dense" else 0
+        dense = options.get("solver", "dense") == "dense"
+        # Dense Levenberg–Marquardt adds geodesic acceleration by default: one more
+        # (second-order) Jacobian product per step.
+        accelerated = method == "levenberg_marquardt" and options.get(
+            "geodesic_acceleration", dense
+        )
+        return (n if dense else 0) + (1 if accelerated else 0)
     return 0
 
 
