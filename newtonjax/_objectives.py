@@ -70,6 +70,18 @@ class CompositeObjective:
     #: Whether the output loss is ``½‖z‖²`` (its Hessian is the identity).
     identity_loss_hessian = False
 
+    # Objectives wrapping the same functions are the same objective (so that
+    # compiled solves are reused across calls that rebuild the wrapper).
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and other.model_fn is self.model_fn
+            and other.output_loss_fn is self.output_loss_fn
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self.model_fn), id(self.output_loss_fn)))
+
     def __repr__(self) -> str:
         name = getattr(self.model_fn, "__name__", repr(self.model_fn))
         loss = getattr(self.output_loss_fn, "__name__", repr(self.output_loss_fn))

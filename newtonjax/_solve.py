@@ -11,6 +11,7 @@ cotangent ``x̄`` needs one solve ``H v = x̄`` and one mixed vector product
 
 from __future__ import annotations
 
+import collections
 import enum
 import math
 from collections.abc import Callable
@@ -644,23 +645,68 @@ def _solve(
         "xtol": defaults["xtol"] if xtol is None else xtol,
     }
 
-    solver = _solver(
+    def build():
+        solver = _solver(
+            fn_name,
+            fun,
+            tx,
+            dense_products,
+            tolerances,
+            maxiter,
+            stall_limit,
+            history,
+            verbose,
+            tests_trial,
+        )
+        run_fn = _with_pooled_batching(solver, batch_lanes)
+        plain = fun.__call__ if isinstance(fun, CompositeObjective) else fun
+        return _differentiable(run_fn, plain)
+
+    # A call outside any transformation runs a compiled solve that is kept for the
+    # next call with the same objective and settings (as scipy users call it, in a
+    # loop); inside jit/vmap/grad the enclosing transformation compiles it.
+    key = _cache_key(fn_name, fun, method, options, tolerances, maxiter, stall_limit, history,
+                     verbose, batch_lanes)  # fmt: skip
+    if key is not None and _is_concrete((x0, args)):
+        return _compiled_solve(key, build)(x0, args)
+    return build()(x0, args)
+
+
+_COMPILED: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
+_COMPILED_MAX = 32
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _cache_key(fn_name, fun, method, options, tolerances, *settings) -> tuple | None:
+    """A key for the compiled solve, or ``None`` when a setting is an array."""
+    key = (
         fn_name,
         fun,
-        tx,
-        dense_products,
-        tolerances,
-        maxiter,
-        stall_limit,
-        history,
-        verbose,
-        tests_trial,
+        method,
+        tuple(sorted(options.items())),
+        tuple(sorted(tolerances.items())),
+        settings,
     )
+    return key if _hashable(key) else None
 
-    run_fn = _with_pooled_batching(solver, batch_lanes)
 
-    plain = fun.__call__ if isinstance(fun, CompositeObjective) else fun
-    return _differentiable(run_fn, plain)(x0, args)
+def _compiled_solve(key: tuple, build: Callable[[], Callable]) -> Callable:
+    """``jax.jit`` of the solve for ``key``, built once (least recently used dropped)."""
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key]
+    compiled = jax.jit(build())
+    _COMPILED[key] = compiled
+    if len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return compiled
 
 
 def minimize(

@@ -140,6 +140,41 @@ class TestTransformability(chex.TestCase):
         np.testing.assert_allclose(res.params, ref.params, rtol=1e-14)
         assert int(res.num_steps) == int(ref.num_steps)
 
+    def test_repeated_calls_reuse_the_compiled_solve(self):
+        traces = []
+
+        def g(x, c):
+            return jnp.sum((x - c) ** 2) + jnp.sum(x**4)
+
+        def f(x, c):
+            traces.append(None)  # runs only while JAX traces f
+            return g(x, c)
+
+        def residual(x, t, y):
+            traces.append(None)
+            return x[0] * jnp.exp(-x[1] * t) - y
+
+        t = jnp.linspace(0.0, 1.0, 10)
+        for x0, c in ((jnp.zeros(3), 1.0), (jnp.ones(3), 2.0)):
+            res = nj.minimize(f, x0, args=(jnp.asarray(c),))
+            ref = so.minimize(lambda x: float(g(jnp.asarray(x), c)), np.asarray(x0), tol=1e-12)
+            np.testing.assert_allclose(res.params, ref.x, atol=1e-6)
+            if c == 1.0:
+                first, tight_steps = len(traces), int(res.num_steps)
+        # One trace for the input checks (output shape), none for the solve.
+        assert len(traces) == first + 1, "the second call with new data compiled again"
+        for b in (1.0, 2.0):
+            res = nj.least_squares(residual, jnp.ones(2), args=(t, 3.0 * jnp.exp(-b * t)))
+            np.testing.assert_allclose(res.params, [3.0, b], rtol=1e-10)
+            if b == 1.0:
+                first = len(traces)
+        # least_squares checks the residual's shape, then the objective's.
+        assert len(traces) == first + 2
+        # A new tolerance is a new solve (compiled again), not a stale one.
+        loose = nj.minimize(f, jnp.zeros(3), args=(jnp.asarray(1.0),), gtol=1e-2)
+        assert 1e-10 < float(loose.grad_norm) <= 1e-2
+        assert int(loose.num_steps) < tight_steps
+
     def test_vmap_1000_problems_equals_loop(self):
         # Curve fits y = a exp(-b t): 1000 data sets, each solved alone and batched.
         rng = np.random.default_rng(0)
