@@ -56,7 +56,6 @@ from newtonjax._transforms._common import (
     chain_with_linesearch,
     check_choice,
     check_positive,
-    trial_value,
 )
 from newtonjax._tree import (
     PyTree,
@@ -136,13 +135,15 @@ class _DenseCurvature(NamedTuple):
     diagonal: jax.Array  # (n,) diag(G)
 
 
-def _dense_curvature(op: GGNOperator, params: PyTree, least_squares: bool) -> _DenseCurvature:
+def _dense_curvature(
+    op: GGNOperator, params: PyTree, least_squares: bool, model_fn: Callable | None = None
+) -> _DenseCurvature:
     flat, unravel = tree_ravel(params)
-    n = flat.shape[0]
-    eye = jnp.eye(n, dtype=flat.dtype)
     if least_squares:
-        # Column i is J e_i: n replays of the linearized residual (forward mode).
-        jac = jax.vmap(lambda e: tree_ravel(op.jvp(unravel(e)))[0], out_axes=1)(eye)
+        # The m × n Jacobian in one forward-mode pass over the n basis tangents
+        # (cheaper under jit than n replays of the linearization, which XLA
+        # evaluates with the residual as a second pass over the same data).
+        jac = jax.jacfwd(lambda x: tree_ravel(model_fn(unravel(x)))[0])(flat)
         jac = jac.astype(flat.dtype)
         jac = jnp.where(_all_finite(jac), jac, jnp.zeros_like(jac))
         return _DenseCurvature(jac, None, jnp.sum(jac * jac, axis=0))
@@ -172,12 +173,17 @@ def _scaled_spectrum(curv: _DenseCurvature, inv_sqrt_d: jax.Array | None) -> _Sp
     if curv.jacobian is not None:
         jac = curv.jacobian if inv_sqrt_d is None else curv.jacobian * inv_sqrt_d[None, :]
         m, n = jac.shape
-        # Thin SVD; for a wide Jacobian (m < n) the full V spans the null space too.
-        _, s, vh = jnp.linalg.svd(jac, full_matrices=m < n)
-        s_max = s[0] if s.shape[0] else jnp.zeros((), jac.dtype)
+        if m >= n and n <= linalg.SMALL_SVD_MAX_COLUMNS:
+            # A few parameters: QR + Jacobi, as accurate and faster in batches.
+            s, v, _ = linalg.small_svd(jac)
+        else:
+            # Thin SVD; for a wide Jacobian (m < n) the full V spans the null space too.
+            _, s, vh = jnp.linalg.svd(jac, full_matrices=m < n)
+            v = vh.T
+        s_max = jnp.max(s) if s.shape[0] else jnp.zeros((), jac.dtype)
         s = jnp.where(s > eps * max(m, n) * s_max, s, 0.0)
         lam = jnp.zeros((n,), jac.dtype).at[: s.shape[0]].set(s * s)
-        return _Spectrum(lam, vh.T)
+        return _Spectrum(lam, v)
     mat = curv.matrix
     n = mat.shape[0]
     if inv_sqrt_d is not None:
@@ -341,7 +347,8 @@ def scale_by_gauss_newton(
         info = _gauss_newton_info()
         if solver == "dense":
             g_flat, unravel = tree_ravel(updates)
-            curv = _dense_curvature(op, params, value_fn.identity_loss_hessian)
+            model_fn = value_fn.bind(**bound_kwargs(value_fn, extra))[0]
+            curv = _dense_curvature(op, params, value_fn.identity_loss_hessian, model_fn)
             x, _, dropped = _damped_dense_solve(curv, g_flat.astype(dtype), lam, None)
             direction = unravel(x.astype(g_flat.dtype))
             info = info._replace(rank_deficient=dropped)
@@ -475,6 +482,12 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
       scaling_diagonal: the running maximum of ``diag(G)`` (``scaling="marquardt"``;
         ones for ``"identity"``), a pytree like ``params``.
       num_updates: int32, updates so far (rejected ones included).
+      value: ``f`` at the point the last update moves to, ``params − u`` (the trial
+        point if the step was accepted, else ``params``); ``inf`` before the first
+        update. With ``grad`` it follows optax's convention
+        (``optax.value_and_grad_from_state``), so a loop need not evaluate ``f``
+        again there.
+      grad: ``∇f`` at that point (zeros before the first update).
       info: diagnostics of the last step.
     """
 
@@ -483,6 +496,8 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
     radius: jax.Array
     scaling_diagonal: PyTree
     num_updates: jax.Array
+    value: jax.Array
+    grad: PyTree
     info: LevenbergMarquardtInfo
 
 
@@ -796,6 +811,8 @@ def scale_by_levenberg_marquardt(
             radius=jnp.zeros((), dtype),
             scaling_diagonal=jax.tree.map(fill, params),
             num_updates=jnp.zeros((), jnp.int32),
+            value=jnp.asarray(jnp.inf, dtype),
+            grad=tree_zeros_like(params),
             info=_lm_info(dtype),
         )
 
@@ -809,7 +826,6 @@ def scale_by_levenberg_marquardt(
         return jnp.clip(mu, lo, hi)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
-        del grad
         if params is None:
             raise ValueError(f"{fn_name}: update() needs params")
         op, fn = structured_operator(fn_name, value_fn, params, extra)
@@ -825,7 +841,7 @@ def scale_by_levenberg_marquardt(
 
         curv = None
         if solver == "dense":
-            curv = _dense_curvature(op, params, least_squares)
+            curv = _dense_curvature(op, params, least_squares, value_fn.bind(**kwargs)[0])
             diag_g = curv.diagonal
         elif scaling == "marquardt":
             diag_g = ggn_diagonal(op, params, least_squares)
@@ -894,7 +910,11 @@ def scale_by_levenberg_marquardt(
             # The model's second derivative along the velocity; its sign is that of
             # the tangent squared, so the gradient-sign ``step`` serves as well.
             m_vv = _second_directional_derivative(value_fn, params, step, kwargs)
-            rhs = tree_ravel(_acceleration_rhs(value_fn, op, m_vv, kwargs))[0].astype(dtype)
+            if curv is not None and curv.jacobian is not None:
+                m_vv_flat = tree_ravel(m_vv)[0].astype(dtype)
+                rhs = jnp.matmul(curv.jacobian.T, m_vv_flat, precision=_HIGHEST)
+            else:
+                rhs = tree_ravel(_acceleration_rhs(value_fn, op, m_vv, kwargs))[0].astype(dtype)
             if solver == "dense":
                 coef_w = inv * _in_basis(spec, rhs, inv_sqrt_d)
                 w_flat = _from_basis(spec, coef_w, inv_sqrt_d)
@@ -916,7 +936,8 @@ def scale_by_levenberg_marquardt(
             step = tree_where(accelerated, unravel_g(total), step)
             ratio = jnp.where(jnp.isfinite(ratio), ratio, jnp.finfo(dtype).max)
 
-        new_value = trial_value(fn, params, step)
+        # f and ∇f at the trial point in one pass: the next point's, if accepted.
+        new_value, new_grad = jax.value_and_grad(fn)(tree_sub(params, step))
         rho, accepted, actual = acceptance(f0, new_value, predicted.astype(dtype), eta)
         # Both reductions at the rounding level of f: ρ is noise, trust the model
         # (ρ = 1; Conn, Gould & Toint 2000, §17.4.2), so the last Gauss–Newton steps of
@@ -966,6 +987,8 @@ def scale_by_levenberg_marquardt(
             radius=jnp.clip(new_radius, lo, hi).astype(dtype),
             scaling_diagonal=unravel(running),
             num_updates=state.num_updates + 1,
+            value=jnp.where(accepted, new_value, f0).astype(dtype),
+            grad=tree_where(accepted, new_grad, op.grad if grad is None else grad),
             info=info,
         )
         return u, new_state

@@ -12,7 +12,8 @@ singular or indefinite operator, and reports what happened through an int32
   :func:`trust_region_exact` (dense, Moré–Sorensen with the hard case).
 * Dense modified Newton solves: :func:`damped_cholesky_solve`, :func:`eigh_solve`
   (eigenvalue clip / shift / saddle-free ``|H|``).
-* Spectra: :func:`lanczos` (full reorthogonalization), :func:`tridiagonal_eigh`.
+* Spectra: :func:`lanczos` (full reorthogonalization), :func:`tridiagonal_eigh`;
+  :func:`small_svd` (QR + one-sided Jacobi) for batches of small tall matrices.
 """
 
 from newtonjax.linalg._cg import CGResult, SolverStatus, cg
@@ -23,6 +24,7 @@ from newtonjax.linalg._dense import (
     eigh_solve,
 )
 from newtonjax.linalg._lanczos import LanczosResult, TridiagonalEigh, lanczos, tridiagonal_eigh
+from newtonjax.linalg._svd import SMALL_SVD_MAX_COLUMNS, SmallSVDResult, small_svd
 from newtonjax.linalg._trust_subproblem import (
     SteihaugResult,
     TrustRegionExactResult,
@@ -51,6 +53,10 @@ __all__ = [
     "damped_cholesky_solve",
     "EighSolveResult",
     "eigh_solve",
+    # small dense SVD
+    "SMALL_SVD_MAX_COLUMNS",
+    "SmallSVDResult",
+    "small_svd",
     # Lanczos
     "LanczosResult",
     "lanczos",

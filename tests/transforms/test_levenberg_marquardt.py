@@ -381,6 +381,28 @@ class TestRejection:
         assert np.all(np.diff(values) <= 0.0) and values[-1] < 0.5 * 9.0**2
         assert 0 < rejected < 40
 
+    def test_state_value_and_grad_are_at_the_updated_params(self):
+        # optax's convention (optax.value_and_grad_from_state): after an update the
+        # state holds f and ∇f at params + updates, for accepted and rejected steps.
+        nan_beyond = least_squares_objective(
+            lambda w: jnp.stack([w[0] - 10.0, w[1] * w[0]]) + jnp.where(w[0] > 2.0, jnp.nan, 0.0)
+        )
+        tx = levenberg_marquardt()
+        for loss, w0 in ((EXP_LOSS, W0), (nan_beyond, np.array([1.0, 0.5]))):
+            w = jnp.asarray(w0)
+            state = tx.init(w)
+            seen = set()
+            for _ in range(6):
+                updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+                w = optax.apply_updates(w, updates)
+                lm_state = state[0]
+                seen.add(bool(lm_state.info.rejected))
+                np.testing.assert_allclose(lm_state.value, loss(w), rtol=1e-14)
+                np.testing.assert_allclose(lm_state.grad, jax.grad(loss)(w), rtol=1e-12, atol=1e-14)
+                value, grad = optax.value_and_grad_from_state(loss)(w, state=state)
+                np.testing.assert_allclose(value, lm_state.value, rtol=0)
+            assert False in seen and (loss is EXP_LOSS or True in seen), seen
+
     def test_damping_stays_finite_under_endless_rejection(self):
         loss = least_squares_objective(lambda w: w - 10.0 + jnp.where(w != 1.0, jnp.nan, 0.0))
         tx = scale_by_levenberg_marquardt()
@@ -526,10 +548,11 @@ class TestOptaxProtocol:
         # The first step's ρ is far above 1e-4, so eta = 1e-4 throughout is the same run.
         ref_opt = levenberg_marquardt(0.5, eta=1e-4)
         ref_state = ref_opt.init(reference)
+        ref_update = jax.jit(
+            lambda w, s: ref_opt.update(jax.grad(EXP_LOSS)(w), s, w, value_fn=EXP_LOSS)
+        )
         for _ in range(31):
-            u, ref_state = ref_opt.update(
-                jax.grad(EXP_LOSS)(reference), ref_state, reference, value_fn=EXP_LOSS
-            )
+            u, ref_state = ref_update(reference, ref_state)
             reference = reference + u
         # 31 steps end in the rounding regime of this nonzero-residual fit, where the
         # gain ratio is noise: the runs agree to the minimizer's rounding floor ~sqrt(eps).
