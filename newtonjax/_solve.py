@@ -464,14 +464,15 @@ def default_lanes(num_problems: int) -> int:
     """Lanes of the work pool for a batch of ``num_problems`` solves.
 
     Few lanes waste little on the slowest problems (the tail costs lanes × its
-    iterations) but pay the loop's fixed cost per trip more often; about 3√N
+    iterations) but pay the loop's fixed cost per trip more often; about 4√N
     balances the two (measured on 2 CPU cores for 10,000 four-parameter fits, 4.4
-    iterations on average: 128 lanes 0.46 s, 384 lanes 0.40 s, 512 lanes 0.52 s; for
-    1,000 fits 128 lanes 0.06 s, 256 lanes 0.09 s, a plain vmap 0.19 s).
+    iterations on average: 256 lanes 0.46–0.58 s, 384 lanes 0.41–0.44 s, 448 lanes
+    0.43 s, 512 lanes 0.52 s; for 1,000 fits 128 lanes 0.06 s, 256 lanes 0.09 s, a
+    plain vmap 0.19 s).
     """
     if num_problems <= 128:
         return num_problems
-    return max(128, 64 * round(3 * math.sqrt(num_problems) / 64))
+    return max(128, 64 * round(4 * math.sqrt(num_problems) / 64))
 
 
 def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) -> SolveResult:
@@ -794,7 +795,7 @@ def minimize(
         iteration in ``result.history`` (arrays of length ``maxiter + 1``).
       verbose: print each iteration with ``jax.debug.print``.
       batch_lanes: under ``jax.vmap``, the number of problems solved side by side
-        (see below); default ``N`` for ``N <= 128`` problems, else about ``3√N`` (at least 128).
+        (see below); default ``N`` for ``N <= 128`` problems, else about ``4√N`` (at least 128).
 
     Returns:
       A :class:`SolveResult`.
