@@ -68,20 +68,18 @@ import argparse
 import datetime
 import functools
 import os
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from experiments.benchmarks._common import cpu_counters as _cpu_counters
+from experiments.benchmarks._common import machine_info as _machine_info
 from experiments.benchmarks._common import other_load as _other_load
-from experiments.benchmarks._common import replace_section
+from experiments.benchmarks._common import package_versions, replace_section
 
 SECTION_TITLE = "## Batched curve fitting"
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
@@ -1257,39 +1255,12 @@ def _newtonjax_revision() -> str:
 
 
 def machine_info() -> dict[str, str]:
-    jax = _jax()
-    cpu = platform.processor() or "unknown"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        fields = dict(re.findall(r"^(model name|cpu family|model)\s*:\s*(.*)$", text, re.M))
-        if "model name" in fields:
-            cpu = fields["model name"].strip()
-        if "cpu family" in fields and "model" in fields:
-            cpu += f" (family {fields['cpu family']}, model {fields['model']})"
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-
-    def version(pkg):
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "?"
-
-    versions = ", ".join(
-        f"{p} {version(p)}"
-        for p in ("jax", "jaxlib", "optax", "optimistix", "lineax", "equinox", "jaxopt", "scipy")
-    )
+    _jax()
+    packages = ("jax", "jaxlib", "optax", "optimistix", "lineax", "equinox", "jaxopt", "scipy")
     return {
-        "cpu": cpu,
+        **_machine_info(),
         "newtonjax": _newtonjax_revision(),
-        "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
-        "device": ", ".join(str(d) for d in jax.devices()),
-        "versions": f"{versions}, numpy {np.__version__}, Python {platform.python_version()}",
-        "xla_flags": os.environ.get("XLA_FLAGS", "") or "(none)",
+        "versions": package_versions(packages + ("numpy",)),
     }
 
 

@@ -52,7 +52,6 @@ import functools
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from experiments.benchmarks._common import cpu_counters as _cpu_counters
+from experiments.benchmarks._common import machine_info as _machine_info
 from experiments.benchmarks._common import other_load as _other_load
 from experiments.benchmarks._common import replace_section
 
@@ -447,30 +447,11 @@ def machine_info() -> dict[str, str]:
     import jax
     import jaxlib
 
-    cpu = platform.processor() or "unknown"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        fields = dict(re.findall(r"^(model name|cpu family|model|flags)\s*:\s*(.*)$", text, re.M))
-        if "model name" in fields:
-            cpu = fields["model name"].strip()
-        if "cpu family" in fields and "model" in fields:
-            cpu += f" (family {fields['cpu family']}, model {fields['model']}"
-            simd = [f for f in ("avx512f", "avx2") if f in fields.get("flags", "").split()]
-            cpu += f", {simd[0]})" if simd else ")"
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
     return {
-        "cpu": cpu,
-        "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
-        "device": ", ".join(str(d) for d in jax.devices()),
+        **_machine_info(),
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
         "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", "") or "(none)",
     }
 
 

@@ -97,7 +97,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import os
 import platform
 import re
 import sys
@@ -119,6 +118,7 @@ import scipy.optimize  # noqa: E402
 
 import newtonjax as nj  # noqa: E402
 from experiments.benchmarks._common import cpu_counters as _cpu_counters  # noqa: E402
+from experiments.benchmarks._common import machine_info as _machine_info  # noqa: E402
 from experiments.benchmarks._common import other_load as _other_load  # noqa: E402
 from experiments.benchmarks._common import replace_section  # noqa: E402
 
@@ -1032,33 +1032,14 @@ def trust_region_boundary_steps(n: int) -> tuple[int, int]:
 def machine_info() -> dict[str, str]:
     import jaxlib
 
-    cpu = platform.processor() or "unknown"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        fields = dict(re.findall(r"^(model name|cpu family|model|flags)\s*:\s*(.*)$", text, re.M))
-        if "model name" in fields:
-            cpu = fields["model name"].strip()
-        if "cpu family" in fields and "model" in fields:
-            cpu += f" (family {fields['cpu family']}, model {fields['model']}"
-            simd = [f for f in ("avx512f", "avx2") if f in fields.get("flags", "").split()]
-            cpu += f", {simd[0]})" if simd else ")"
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
     return {
-        "cpu": cpu,
-        "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
-        "device": ", ".join(str(d) for d in jax.devices()),
+        **_machine_info(),
         "versions": (
             f"newtonjax {nj.__version__}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
             f"optax {optax.__version__}, optimistix {optx.__version__}, "
             f"scipy {scipy.__version__}, numpy {np.__version__}, "
             f"Python {platform.python_version()}"
         ),
-        "xla_flags": os.environ.get("XLA_FLAGS", "") or "(none)",
     }
 
 
