@@ -6,8 +6,9 @@ Every case (27 problems × the two NIST starting points) is solved by
    defaults otherwise (as ``tests/test_nist_lm.py``);
 2. scipy: ``scipy.optimize.least_squares(method="lm")`` (MINPACK ``lmder``) with
    ``ftol = xtol = gtol = 1e-15`` and jitted JAX residual and Jacobian callbacks;
-3. optimistix: ``optx.least_squares`` with ``optx.LevenbergMarquardt(rtol=1e-15,
-   atol=1e-15)``;
+3. optimistix: ``optx.least_squares`` with ``optx.LevenbergMarquardt(rtol=1e-10,
+   atol=1e-10)`` and up to 10,000 steps (at 1e-15 its Cauchy test never stops
+   several cases that have converged; MGH10 from start 1 needs about 4,800 steps);
 
 and scored by the worst log relative error (LRE, McCullough 1998) of its parameters
 against the certified values: the number of correct significant digits, at most 11.
@@ -45,6 +46,8 @@ SECTION_TITLE = "## NIST StRD accuracy and effort"
 MIN_LRE = 6.0
 MAXITER = 2000
 TOL = 1e-15
+OPTX_TOL = 1e-10
+OPTX_MAX_STEPS = 10_000
 
 
 def solve_newtonjax(problem) -> list[tuple[np.ndarray, int]]:
@@ -81,11 +84,15 @@ def solve_scipy(problem) -> list[tuple[np.ndarray, int, int]]:
 def solve_optimistix(problem) -> list[tuple[np.ndarray, int]]:
     import optimistix as optx
 
-    solver = optx.LevenbergMarquardt(rtol=TOL, atol=TOL)
+    solver = optx.LevenbergMarquardt(rtol=OPTX_TOL, atol=OPTX_TOL)
 
     def solve(start):
         sol = optx.least_squares(
-            lambda b, _: problem.residual_fn(b), solver, start, max_steps=MAXITER, throw=False
+            lambda b, _: problem.residual_fn(b),
+            solver,
+            start,
+            max_steps=OPTX_MAX_STEPS,
+            throw=False,
         )
         return sol.value, sol.stats["num_steps"]
 
@@ -176,8 +183,12 @@ def section(rows: list[dict], command: str, seconds: float) -> str:
         f"(correct significant digits, at most 11; **bold** below {MIN_LRE:g}). "
         "newtonjax: `nj.least_squares` (Levenberg–Marquardt, `gtol=0`, float64 "
         f"defaults otherwise); scipy: `least_squares(method='lm')`, ftol = xtol = gtol = "
-        f"{TOL:g}; optimistix: `LevenbergMarquardt(rtol={TOL:g}, atol={TOL:g})`; at most "
-        f"{MAXITER} iterations each.\n\n" + summary(rows) + "\n\n" + table(rows)
+        f"{TOL:g}; at most {MAXITER} iterations each; optimistix: "
+        f"`LevenbergMarquardt(rtol={OPTX_TOL:g}, atol={OPTX_TOL:g})`, at most {OPTX_MAX_STEPS} "
+        "steps (tighter tolerances keep it from stopping on cases it has solved).\n\n"
+        + summary(rows)
+        + "\n\n"
+        + table(rows)
     )
 
 
