@@ -277,8 +277,8 @@ def _run_optimizer(problem, opt, config, metrics_file, progress):
             line.update({key: float(v) for key, v in metrics.items()})
             metrics_file.write(json.dumps(_jsonable(line)) + "\n")
             metrics_file.flush()
+            bar.set_postfix(loss=f"{value:.3e}", refresh=False)  # drawn by update()
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.3e}")
             if not math.isfinite(value):
                 status = "non-finite loss"
                 break
