@@ -56,6 +56,11 @@ def small_svd(a: jax.Array, *, max_sweeps: int = 30) -> SmallSVDResult:
     Returns:
       A :class:`SmallSVDResult`.
 
+    Raises:
+      ValueError: if ``a`` is not a matrix with ``m >= n`` and
+        ``1 <= n <= SMALL_SVD_MAX_COLUMNS``.
+      TypeError: if ``a`` is not floating point.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from newtonjax.linalg import small_svd
@@ -68,8 +73,11 @@ def small_svd(a: jax.Array, *, max_sweeps: int = 30) -> SmallSVDResult:
       Demmel & Veselić (1992), "Jacobi's method is more accurate than QR", SIAM J.
       Matrix Anal. Appl. 13(4); Golub & Van Loan (2013), Matrix Computations, §8.6.3.
     """
+    a = jnp.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"small_svd: a must be a matrix, got shape {a.shape}")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise TypeError(f"small_svd: a must be a floating-point matrix, got dtype {a.dtype}")
     m, n = a.shape
     if not 1 <= n <= SMALL_SVD_MAX_COLUMNS or m < n:
         raise ValueError(

@@ -91,3 +91,5 @@ class SmallSVDTest(chex.TestCase):
             small_svd(jnp.ones((20, SMALL_SVD_MAX_COLUMNS + 1)))
         with pytest.raises(ValueError, match="matrix"):
             small_svd(jnp.ones(3))
+        with pytest.raises(TypeError, match="floating-point"):
+            small_svd(jnp.ones((4, 2), jnp.int32))
