@@ -701,9 +701,21 @@ def _solve(
     # loop); inside jit/vmap/grad the enclosing transformation compiles it.
     key = _cache_key(fn_name, fun, method, options, tolerances, maxiter, stall_limit, history,
                      verbose, batch_lanes)  # fmt: skip
-    if key is not None and _is_concrete((x0, args)):
+    if key is not None and _outside_transformations((x0, args)):
         return _compiled_solve(key, build)(x0, args)
     return build()(x0, args)
+
+
+try:  # whether no jit/vmap/grad trace is active (objectives may close over tracers)
+    from jax._src.core import trace_state_clean as _trace_state_clean
+except ImportError:  # pragma: no cover - older or newer JAX
+    _trace_state_clean = None
+
+
+def _outside_transformations(tree) -> bool:
+    if _trace_state_clean is not None:
+        return _trace_state_clean()
+    return _is_concrete(tree)
 
 
 _COMPILED: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
