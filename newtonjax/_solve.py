@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -466,13 +467,43 @@ def default_lanes(num_problems: int) -> int:
     Few lanes waste little on the slowest problems (the tail costs lanes × its
     iterations) but pay the loop's fixed cost per trip more often; about 4√N
     balances the two (measured on 2 CPU cores for 10,000 four-parameter fits, 4.4
-    iterations on average: 256 lanes 0.46–0.58 s, 384 lanes 0.41–0.44 s, 448 lanes
-    0.43 s, 512 lanes 0.52 s; for 1,000 fits 128 lanes 0.06 s, 256 lanes 0.09 s, a
-    plain vmap 0.19 s).
+    iterations on average: 256 lanes 0.41 s, 384 lanes 0.32–0.50 s, 512 lanes
+    0.47–0.51 s; for 1,000 fits 64 lanes 0.05 s, 128 lanes 0.06 s, 256 lanes
+    0.09 s, a plain vmap 0.14 s).
     """
     if num_problems <= 128:
         return num_problems
     return max(128, 64 * round(4 * math.sqrt(num_problems) / 64))
+
+
+def _pack(tree: PyTree, batch: int) -> tuple[tuple[jax.Array, ...], Callable]:
+    """The leaves of a batched tree as one ``(batch, k)`` array per dtype.
+
+    The pool moves whole problem states between lanes and results; one gather or
+    scatter per dtype instead of one per leaf keeps the compiled loop small.
+    Returns the arrays and ``unpack``, which inverts it for any leading size.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    groups: dict[Any, list[int]] = {}
+    for i, leaf in enumerate(leaves):
+        groups.setdefault(jnp.dtype(leaf.dtype), []).append(i)
+    packed = tuple(
+        jnp.concatenate([leaves[i].reshape(batch, -1) for i in idx], axis=1)
+        for idx in groups.values()
+    )
+    shapes = [leaf.shape[1:] for leaf in leaves]
+
+    def unpack(arrays):
+        out: list[Any] = [None] * len(leaves)
+        for arr, idx in zip(arrays, groups.values()):
+            start = 0
+            for i in idx:
+                size = math.prod(shapes[i])
+                out[i] = arr[:, start : start + size].reshape(arr.shape[:1] + shapes[i])
+                start += size
+        return jax.tree.unflatten(treedef, out)
+
+    return packed, unpack
 
 
 def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) -> SolveResult:
@@ -482,18 +513,18 @@ def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) ->
     batch whose median problem needs 7 iterations and whose slowest needs 100 pays
     for 100 per problem. Here a free lane takes the next waiting problem, so the
     work per problem stays close to its own iteration count; the results are
-    scattered back to each problem's position. Starting a problem costs an
-    evaluation of ``f`` and ``∇f``, so the lanes to refill are gathered into a batch
-    of ``lanes // 2``: enough for the problems that finish in one iteration (about
-    ``lanes`` / their mean iteration count), half the cost of starting every lane; a
-    lane left free waits an iteration.
+    scattered back to each problem's position. All problems are started at once
+    (one batched evaluation of ``f`` and ``∇f``), so a refill only copies a start
+    state into the lane.
     """
-    lanes = min(lanes, num_problems)
-    refills = max(1, lanes // 2)
+    if lanes >= num_problems:
+        return jax.vmap(functools.partial(_solve_one, solver))(x0s, argss)
+    fresh, unpack_carry = _pack(jax.vmap(solver.init)(x0s, argss), num_problems)
     first = jnp.arange(lanes)
-    carry = jax.vmap(solver.init)(_take(x0s, first), _take(argss, first))
+    carry = unpack_carry(tuple(a[:lanes] for a in fresh))
     shapes = jax.eval_shape(jax.vmap(solver.finish), carry)
-    results = jax.tree.map(lambda sd: jnp.zeros((num_problems,) + sd.shape[1:], sd.dtype), shapes)
+    empty = jax.tree.map(lambda sd: jnp.zeros((num_problems,) + sd.shape[1:], sd.dtype), shapes)
+    results, unpack_results = _pack(empty, num_problems)
     slot = first.astype(jnp.int32)
     next_problem = jnp.asarray(lanes, jnp.int32)
 
@@ -506,29 +537,23 @@ def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) ->
         stepped = jax.vmap(solver.step)(carry, args)
         carry = _lane_where(carry.status == _RUNNING, stepped, carry)
         done = (slot >= 0) & (carry.status != _RUNNING)
-        finished = jax.vmap(solver.finish)(carry)
+        finished, _ = _pack(jax.vmap(solver.finish)(carry), lanes)
         target = jnp.where(done, slot, num_problems)  # out of range: dropped
-        results = jax.tree.map(lambda r, f: r.at[target].set(f, mode="drop"), results, finished)
-        slot = jnp.where(done, -1, slot).astype(jnp.int32)
-        # Up to `refills` free lanes take the next waiting problems.
-        (free,) = jnp.nonzero(slot < 0, size=refills, fill_value=lanes)
-        problem = next_problem + jnp.arange(refills, dtype=jnp.int32)
-        take = (free < lanes) & (problem < num_problems)
-        lane = jnp.where(take, free, lanes)  # out of range: dropped
-        slot = slot.at[lane].set(problem, mode="drop")
-        next_problem = next_problem + jnp.sum(take).astype(jnp.int32)
+        results = tuple(r.at[target].set(f, mode="drop") for r, f in zip(results, finished))
+        # Free lanes take the next waiting problems, in lane order.
+        free = done | (slot < 0)
+        problem = next_problem + jnp.cumsum(free, dtype=jnp.int32) - 1
+        take = free & (problem < num_problems)
+        slot = jnp.where(take, problem, jnp.where(done, -1, slot)).astype(jnp.int32)
+        next_problem = next_problem + jnp.sum(take, dtype=jnp.int32)
         source = jnp.clip(problem, 0, num_problems - 1)
-
-        def load(carry):
-            fresh = jax.vmap(solver.init)(_take(x0s, source), _take(argss, source))
-            return jax.tree.map(lambda c, f: c.at[lane].set(f, mode="drop"), carry, fresh)
-
-        carry = jax.lax.cond(jnp.any(take), load, lambda c: c, carry)
+        loaded = unpack_carry(tuple(a[source] for a in fresh))
+        carry = _lane_where(take, loaded, carry)
         return carry, slot, next_problem, results
 
     # Problems that are done at their start (already stationary) leave at once.
     _, _, _, results = jax.lax.while_loop(cond, body, (carry, slot, next_problem, results))
-    return results
+    return unpack_results(results)
 
 
 def _with_pooled_batching(solver: _Solver, lanes: int | None):

@@ -96,7 +96,7 @@ def small_svd(a: jax.Array, *, max_sweeps: int = 30) -> SmallSVDResult:
     rounds = _circle_rounds(n_e)
 
     def rotate(cols, v, p, q):
-        ap, aq = cols[:, p], cols[:, q]
+        ap, aq = _columns(cols, p), _columns(cols, q)
         alpha = jnp.sum(ap * ap, axis=0)
         beta = jnp.sum(aq * aq, axis=0)
         gamma = jnp.sum(ap * aq, axis=0)
@@ -109,9 +109,10 @@ def small_svd(a: jax.Array, *, max_sweeps: int = 30) -> SmallSVDResult:
         t = jnp.where(zeta >= 0, 1.0, -1.0) / (jnp.abs(zeta) + jnp.sqrt(1.0 + zeta * zeta))
         c = jnp.where(turn, 1.0 / jnp.sqrt(1.0 + t * t), 1.0)
         s = jnp.where(turn, c * t, 0.0)
-        cols = cols.at[:, p].set(c * ap - s * aq).at[:, q].set(s * ap + c * aq)
-        vp, vq = v[:, p], v[:, q]
-        v = v.at[:, p].set(c * vp - s * vq).at[:, q].set(s * vp + c * vq)
+        vp, vq = _columns(v, p), _columns(v, q)
+        order = _restore_order(p, q)
+        cols = _columns(jnp.concatenate([c * ap - s * aq, s * ap + c * aq], axis=1), order)
+        v = _columns(jnp.concatenate([c * vp - s * vq, s * vp + c * vq], axis=1), order)
         return cols, v, off
 
     def sweep(state):
@@ -129,6 +130,17 @@ def small_svd(a: jax.Array, *, max_sweeps: int = 30) -> SmallSVDResult:
     start = (r, jnp.eye(n_e, dtype=dtype), jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32))
     cols, v, _, sweeps = jax.lax.while_loop(cond, sweep, start)
     return SmallSVDResult(jnp.linalg.norm(cols[:, :n], axis=0), v[:n, :n], sweeps)
+
+
+def _restore_order(p: np.ndarray, q: np.ndarray) -> list[int]:
+    """Where each column lands in ``[columns p..., columns q...]`` (a permutation)."""
+    position = {int(k): i for i, k in enumerate(np.concatenate([p, q]))}
+    return [position[k] for k in range(len(position))]
+
+
+def _columns(a: jax.Array, order) -> jax.Array:
+    """``a[:, order]`` for static indices, as slices (fused, not gathered)."""
+    return jnp.concatenate([a[:, k : k + 1] for k in map(int, order)], axis=1)
 
 
 def _circle_rounds(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
