@@ -66,7 +66,8 @@ class ScaleByTrustRegionState(NamedTuple):
     """State of :func:`scale_by_trust_region`.
 
     Attributes:
-      radius: the trust-region radius Δ for the next step.
+      radius: the trust-region radius Δ for the next step (``inf`` before the first
+        step of the exact subproblem's automatic start).
       info: diagnostics of the last step.
     """
 
@@ -99,7 +100,12 @@ def update_radius(radius, rho, step_norm, max_radius):
 
 
 def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
-    """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status."""
+    """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status, Δ used.
+
+    An infinite ``radius`` (the exact subproblem's automatic start) takes the Newton
+    step when ``H`` is positive definite, and reports its length as the radius it
+    was solved with; otherwise the step is solved with ``Δ = 1``.
+    """
     if subproblem == "exact":
         g_flat, unravel = tree_ravel(g)
         hess = op.as_matrix()
@@ -108,31 +114,33 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
         # positive definite or the Newton step leaves the region.
         chol = jnp.linalg.cholesky(hess)
         newton = -jax.scipy.linalg.cho_solve((chol, True), g_flat)
-        interior = jnp.all(jnp.isfinite(newton)) & (jnp.linalg.norm(newton) <= radius)
+        newton_norm = jnp.linalg.norm(newton)
+        interior = jnp.all(jnp.isfinite(newton)) & (newton_norm <= radius)
+        radius_used = jnp.where(jnp.isinf(radius), jnp.where(interior, newton_norm, 1.0), radius)
 
         def newton_branch(_):
             predicted = -(g_flat @ newton + 0.5 * newton @ (hess @ newton))
             return newton, predicted, jnp.asarray(linalg.SolverStatus.CONVERGED, jnp.int32)
 
         def exact_branch(_):
-            result = linalg.trust_region_exact(hess, g_flat, radius)
+            result = linalg.trust_region_exact(hess, g_flat, radius_used)
             return result.step, result.predicted_reduction, result.status.astype(jnp.int32)
 
         p, predicted, status = jax.lax.cond(interior, newton_branch, exact_branch, None)
         step = unravel(p.astype(g_flat.dtype))
-        return step, predicted, jnp.zeros((), jnp.int32), status
+        return step, predicted, jnp.zeros((), jnp.int32), status, radius_used
     if subproblem == "steihaug_cg":
         result = linalg.steihaug_cg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
-        return result.step, result.predicted_reduction, result.num_steps, result.status
+        return result.step, result.predicted_reduction, result.num_steps, result.status, radius
     if subproblem == "dogleg":
         result = linalg.dogleg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
     else:
         result = linalg.cauchy_point(op.matvec, g, radius)
-    return result.step, result.predicted_reduction, result.num_steps, result.status
+    return result.step, result.predicted_reduction, result.num_steps, result.status, radius
 
 
 def scale_by_trust_region(
-    initial_radius: float | jax.Array = 1.0,
+    initial_radius: float | jax.Array | None = None,
     max_radius: float | jax.Array = 1e10,
     *,
     subproblem: str = "exact",
@@ -149,7 +157,11 @@ def scale_by_trust_region(
     changes a step that was already tested at ``params − u``.
 
     Args:
-      initial_radius: Δ₀.
+      initial_radius: Δ₀. ``None``: with the exact subproblem the first step is the
+        Newton step ``−H⁻¹g`` when ``H`` is positive definite, and Δ₀ is its length
+        (so a model that predicts well is trusted in full from the start, and a
+        bad step shrinks the radius to a quarter of it); otherwise, and for the
+        other subproblems, Δ₀ = 1 (scipy's ``initial_trust_radius``).
       max_radius: Δ_max.
       subproblem: ``"exact"`` (dense, small ``n``), ``"steihaug_cg"`` (matrix-free),
         ``"dogleg"`` or ``"cauchy"``.
@@ -168,13 +180,18 @@ def scale_by_trust_region(
     """
     fn_name = "scale_by_trust_region"
     check_choice(fn_name, "subproblem", subproblem, SUBPROBLEMS)
-    check_positive(fn_name, "initial_radius", initial_radius)
+    if initial_radius is not None:
+        check_positive(fn_name, "initial_radius", initial_radius)
     check_positive(fn_name, "max_radius", max_radius)
     check_positive(fn_name, "eta", eta, allow_zero=True)
     if isinstance(eta, float) and eta >= 0.25:
         raise ValueError(f"{fn_name}: eta must be in [0, 0.25), got {eta}")
     if max_cg_steps is not None and max_cg_steps < 1:
         raise ValueError(f"{fn_name}: max_cg_steps must be >= 1, got {max_cg_steps}")
+
+    if initial_radius is None:
+        # The exact subproblem starts from the Newton step (see _solve_subproblem).
+        initial_radius = jnp.inf if subproblem == "exact" else 1.0
 
     def init_fn(params: PyTree) -> ScaleByTrustRegionState:
         dtype = tree_dtype(params)
@@ -191,7 +208,7 @@ def scale_by_trust_region(
         op = hessian_operator(fn, params)
         f0 = op.value if value is None else jnp.asarray(value, dtype)
         radius = state.radius
-        step, predicted, cg_steps, status = _solve_subproblem(
+        step, predicted, cg_steps, status, radius = _solve_subproblem(
             subproblem, op, updates, radius, cg_rtol, max_cg_steps
         )
         u = tree_scale(-1.0, step)
@@ -215,7 +232,7 @@ def scale_by_trust_region(
 
 
 def trust_region(
-    initial_radius: float | jax.Array = 1.0,
+    initial_radius: float | jax.Array | None = None,
     max_radius: float | jax.Array = 1e10,
     *,
     subproblem: str = "exact",
@@ -231,7 +248,9 @@ def trust_region(
     never increases the loss.
 
     Args:
-      initial_radius: Δ₀.
+      initial_radius: Δ₀; ``None`` starts the exact subproblem from the Newton step
+        when ``∇²f`` is positive definite, else Δ₀ = 1 (see
+        :func:`scale_by_trust_region`).
       max_radius: Δ_max.
       subproblem: ``"exact"`` | ``"steihaug_cg"`` | ``"dogleg"`` | ``"cauchy"``.
       eta: acceptance threshold η.

@@ -81,6 +81,65 @@ def test_exact_step_matches_closed_form_quadratic():
     np.testing.assert_allclose(state.radius, 100.0)
 
 
+class TestAutomaticInitialRadius:
+    """``initial_radius=None``: the exact subproblem starts from the Newton step."""
+
+    @staticmethod
+    def logistic(w):
+        x = jnp.array([[1.0, 2.0, -1.0], [0.5, -1.0, 2.0], [-1.5, 0.3, 0.7], [2.0, 1.0, 1.0]])
+        y = jnp.array([1.0, -1.0, 1.0, 1.0])
+        return jnp.mean(jax.nn.softplus(-y * (x @ w))) + 0.05 * jnp.dot(w, w)
+
+    def test_first_step_is_the_newton_step_and_sets_the_radius(self):
+        f, w0 = self.logistic, jnp.zeros(3)
+        g, hess = jax.grad(f)(w0), jax.hessian(f)(w0)
+        newton = np.linalg.solve(np.asarray(hess), -np.asarray(g))
+        tx = nj.scale_by_trust_region()
+        state = tx.init(w0)
+        assert float(state.radius) == np.inf
+        u, state = tx.update(g, state, w0, value_fn=f)
+        np.testing.assert_allclose(-u, newton, rtol=1e-12)
+        # Δ₀ = ‖p_N‖, so the step lies on the boundary; a good step doubles it.
+        assert float(state.info.rho) > 0.75
+        np.testing.assert_allclose(state.radius, 2.0 * np.linalg.norm(newton), rtol=1e-12)
+
+    def test_bad_newton_step_shrinks_to_a_quarter_of_it(self):
+        # log-cosh far from its minimum: the Newton step overshoots and is rejected.
+        f = lambda w: jnp.sum(jnp.log(jnp.cosh(w - 1.2)))  # noqa: E731
+        w0 = jnp.array([-1.0, -1.5])
+        g, hess = jax.grad(f)(w0), jax.hessian(f)(w0)
+        newton_norm = np.linalg.norm(np.linalg.solve(np.asarray(hess), -np.asarray(g)))
+        tx = nj.scale_by_trust_region()
+        u, state = tx.update(g, tx.init(w0), w0, value_fn=f)
+        assert bool(state.info.rejected)
+        np.testing.assert_array_equal(u, 0.0)
+        np.testing.assert_allclose(state.radius, 0.25 * newton_norm, rtol=1e-12)
+
+    def test_indefinite_start_and_other_subproblems_use_radius_one(self):
+        f = lambda w: w[0] ** 2 - w[1] ** 2 + w[1] ** 4 + 0.3 * w[1]  # noqa: E731
+        w0 = jnp.array([0.5, 0.1])  # ∇²f has a negative eigenvalue here
+        g = jax.grad(f)(w0)
+        for sub in SUBPROBLEMS:
+            auto = nj.scale_by_trust_region(subproblem=sub)
+            one = nj.scale_by_trust_region(initial_radius=1.0, subproblem=sub)
+            u_auto, s_auto = auto.update(g, auto.init(w0), w0, value_fn=f)
+            u_one, s_one = one.update(g, one.init(w0), w0, value_fn=f)
+            np.testing.assert_allclose(u_auto, u_one, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(s_auto.radius, s_one.radius, rtol=1e-12)
+
+    def test_minimize_takes_newton_steps_on_a_convex_problem(self):
+        # From w = 0 every step is the full Newton step: the same iterates as a
+        # hand-written Newton loop.
+        f, w = self.logistic, jnp.zeros(3)
+        res = nj.minimize(f, w, method="trust_region", gtol=1e-12, ftol=0.0, xtol=0.0)
+        steps = 0
+        while float(jnp.max(jnp.abs(jax.grad(f)(w)))) > 1e-12:
+            w = w - jnp.linalg.solve(jax.hessian(f)(w), jax.grad(f)(w))
+            steps += 1
+        assert int(res.num_steps) == steps  # no rejected or shortened step
+        np.testing.assert_allclose(res.params, w, rtol=1e-12, atol=1e-15)
+
+
 def test_saddle_start_moves_off_saddle():
     f = lambda w: w[0] ** 2 - w[1] ** 2 + w[1] ** 4  # noqa: E731
     for sub in ("exact", "steihaug_cg"):
