@@ -336,21 +336,28 @@ def _solver(
         else:
             # The rule evaluated f and ∇f where its updates lead (optax's convention).
             new_value, new_grad = carried
-        step_norm = tree_norm(updates)
-        moved = step_norm > 0
-        finite = (
-            jnp.isfinite(new_value)
-            & jnp.all(jnp.isfinite(tree_ravel(new_grad)[0]))
-            & jnp.all(jnp.isfinite(tree_ravel(new_params)[0]))
+        # The four infinity norms in one reduction, which propagates NaN and so
+        # doubles as the finiteness test (on CPU every reduction is a kernel of its
+        # own, a fixed cost per iteration). The relative step is componentwise, so
+        # a large parameter cannot hide the motion of a small one (badly scaled
+        # problems such as NIST MGH10).
+        g_flat, u_flat, x_flat = (
+            tree_ravel(t)[0].astype(dtype) for t in (new_grad, updates, new_params)
         )
+        rows = jnp.stack(
+            [
+                jnp.abs(g_flat),
+                jnp.abs(u_flat),
+                jnp.abs(x_flat),
+                jnp.abs(u_flat) / (xtol + jnp.abs(x_flat)),
+            ]
+        )
+        grad_max, update_max, params_max, rel_step = jnp.max(rows, axis=1, initial=0.0)
+        moved = update_max > 0
+        finite = jnp.isfinite(new_value) & jnp.isfinite(grad_max) & jnp.isfinite(params_max)
         decreased = finite & (new_value <= c.value) & moved
         f_scale = jnp.maximum(jnp.maximum(jnp.abs(c.value), jnp.abs(new_value)), tiny)
         ftol_hit = decreased & (c.value - new_value <= ftol * f_scale)
-        # Componentwise relative step, so a large parameter cannot hide the motion
-        # of a small one (badly scaled problems such as NIST MGH10).
-        rel_step = tree_max_abs(
-            jax.tree.map(lambda u, x: jnp.abs(u) / (xtol + jnp.abs(x)), updates, new_params)
-        )
         xtol_hit = decreased & (rel_step <= xtol)
         # Rules that test their steps report the model's predicted reduction: when
         # the model promises less than ftol·|f| at a finite trial point, no further
@@ -363,21 +370,19 @@ def _solver(
             ftol_hit = ftol_hit | (
                 finite & jnp.isfinite(actual) & (predicted >= 0) & (predicted <= ftol * f_scale)
             )
-        gtol_hit = finite & (tree_max_abs(new_grad) <= gtol)
+        gtol_hit = finite & (grad_max <= gtol)
         stall = jnp.where(decreased & (new_value < c.value), 0, c.stall + 1)
         step = c.step + 1
-        status = jnp.select(
-            [~finite, gtol_hit, ftol_hit, xtol_hit, stall >= stall_limit, step >= maxiter],
-            [
-                Status.NONFINITE,
-                Status.GTOL,
-                Status.FTOL,
-                Status.XTOL,
-                Status.STALLED,
-                Status.MAX_STEPS,
-            ],
-            _RUNNING,
-        ).astype(jnp.int32)
+        status = jnp.asarray(_RUNNING, jnp.int32)
+        for hit, code in (  # the first test that holds wins: applied last
+            (step >= maxiter, Status.MAX_STEPS),
+            (stall >= stall_limit, Status.STALLED),
+            (xtol_hit, Status.XTOL),
+            (ftol_hit, Status.FTOL),
+            (gtol_hit, Status.GTOL),
+            (~finite, Status.NONFINITE),
+        ):
+            status = jnp.where(hit, jnp.int32(code), status)
         # A non-finite point is never accepted: keep the last finite params.
         params = tree_where(finite, new_params, c.params)
         value = jnp.where(finite, new_value, c.value)
@@ -388,6 +393,8 @@ def _solver(
         if cg_steps is not None:
             num_curvature = num_curvature + cg_steps.astype(jnp.int32)
         hist = c.history
+        if history or verbose:
+            step_norm = tree_norm(updates)
         if history:
             dr = _info_field(opt_state, ("radius", "damping"))
             hist = {
@@ -495,7 +502,7 @@ def _pack(tree: PyTree, batch: int) -> tuple[tuple[jax.Array, ...], Callable]:
 
     def unpack(arrays):
         out: list[Any] = [None] * len(leaves)
-        for arr, idx in zip(arrays, groups.values()):
+        for arr, idx in zip(arrays, groups.values(), strict=True):
             start = 0
             for i in idx:
                 size = math.prod(shapes[i])
@@ -539,7 +546,9 @@ def _solve_pooled(solver: _Solver, x0s, argss, num_problems: int, lanes: int) ->
         done = (slot >= 0) & (carry.status != _RUNNING)
         finished, _ = _pack(jax.vmap(solver.finish)(carry), lanes)
         target = jnp.where(done, slot, num_problems)  # out of range: dropped
-        results = tuple(r.at[target].set(f, mode="drop") for r, f in zip(results, finished))
+        results = tuple(
+            r.at[target].set(f, mode="drop") for r, f in zip(results, finished, strict=True)
+        )
         # Free lanes take the next waiting problems, in lane order.
         free = done | (slot < 0)
         problem = next_problem + jnp.cumsum(free, dtype=jnp.int32) - 1

@@ -38,6 +38,7 @@ from newtonjax._transforms._common import (
     chain_with_linesearch,
     check_choice,
     check_positive,
+    is_python_number,
 )
 from newtonjax._tree import PyTree, tree_axpy, tree_dtype, tree_norm, tree_ravel, tree_where
 
@@ -107,8 +108,11 @@ def _eigen_solve(hess, g, damping, saddle_free):
 
 
 def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
+    """``damping=None`` stands for a static 0 (no shift to add)."""
     n = g.shape[0]
     eye = jnp.eye(n, dtype=hess.dtype)
+    if damping is None and (saddle_free or modification == "none"):
+        damping = jnp.zeros((), dtype)
     if saddle_free:
         x, tau, lam_min, was_modified = _eigen_solve(hess, g, damping, True)
         return x, tau, lam_min, was_modified, jnp.zeros((), bool)
@@ -120,15 +124,19 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
         return x, jnp.asarray(damping, dtype), inf, jnp.zeros((), bool), singular
 
     def cholesky_branch(_):
-        chol = jnp.linalg.cholesky(hess + damping * eye)
+        shifted = hess if damping is None else hess + damping * eye
+        chol = jnp.linalg.cholesky(shifted)
         x = jax.scipy.linalg.cho_solve((chol, True), g)
-        ok = jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.isfinite(x))
+        # A failed factorization is NaN, and so is the solve: one O(n) test.
+        ok = jnp.all(jnp.isfinite(x))
         # Cholesky succeeding on a numerically semidefinite matrix still needs the
         # floor δ: check the smallest pivot against it.
         pivot_ok = jnp.min(jnp.diagonal(chol)) ** 2 > _floor(jnp.diagonal(hess))
         return x, ok & pivot_ok
 
     x_chol, ok = cholesky_branch(None)
+
+    damping = jnp.zeros((), dtype) if damping is None else damping
 
     def eigen_branch(_):
         x, tau, lam_min, modified = _eigen_solve(hess, g, damping, False)
@@ -211,8 +219,14 @@ def scale_by_newton(
         if solver == "dense":
             g_flat, unravel = tree_ravel(updates)
             hess = op.as_matrix()
+            static_zero = is_python_number(damping) and damping == 0
             x, tau, lam_min, modified, singular = _dense_direction(
-                hess, g_flat, jnp.asarray(damping, dtype), modification, saddle_free, dtype
+                hess,
+                g_flat,
+                None if static_zero else jnp.asarray(damping, dtype),
+                modification,
+                saddle_free,
+                dtype,
             )
             direction = unravel(x.astype(g_flat.dtype))
             info = info._replace(
