@@ -19,8 +19,10 @@ load change on a shared machine hits all of them alike):
 
 1. ``nj.minimize(method="newton")`` — dense Hessian from vmapped Hessian-vector
    products of one ``jax.linearize``, Cholesky, optax backtracking line search;
-2. ``nj.minimize(method="trust_region")`` — exact (Moré–Sorensen via ``eigh``)
-   subproblem; and, for context, ``nj.minimize(method="newton_cg")`` (matrix-free);
+2. ``nj.minimize(method="trust_region")`` — exact subproblem (the Newton step by
+   Cholesky when it is interior, Moré–Sorensen via ``eigh`` otherwise; the first
+   step is the Newton step when ``H ≻ 0``); and, for context,
+   ``nj.minimize(method="newton_cg")`` (matrix-free, forcing η = min(0.5, √‖g‖));
 3. ``scipy.optimize.minimize`` ``"trust-exact"`` (jitted ``value_and_grad`` and
    ``jax.hessian`` callbacks) and ``"Newton-CG"`` (jitted ``value_and_grad`` and
    Hessian-vector-product callbacks);
@@ -66,19 +68,14 @@ newtonjax API** — timed in the same rounds as the contenders:
 * ``nj.minimize`` with a prototype "lean" Newton transform (``nj.newton()`` without
   its O(n²) passes over the Hessian);
 * ``nj.minimize`` with a prototype GLM-Newton transform (structured Hessian, same
-  Cholesky and line search as ``nj.newton``);
-* ``nj.minimize`` with a prototype trust region that tries the Newton step by
-  Cholesky first and calls ``nj.linalg.trust_region_exact`` (``eigh``) only when that
-  step is not interior — with the autodiff Hessian and with the GLM Hessian;
-* ``nj.minimize`` with a prototype Newton–CG that uses the forcing sequence
-  ``η = min(0.5, √‖g‖)`` of Nocedal & Wright Alg. 7.1.
+  Cholesky and line search as ``nj.newton``).
 
 Expected result: the dense solvers are dominated by forming the Hessian; inside a
 solve loop XLA hoists the loop-invariant ``X·I`` GEMM, so an iteration costs one
-``m × n × n`` GEMM. ``nj.minimize(method="newton")`` sits a few percent above the
-floor (line search and O(n²) bookkeeping); ``eigh`` makes the exact trust region
-markedly slower; matrix-free methods (Newton–CG with a forcing term, BFGS) win at
-``n = 1000``.
+``m × n × n`` GEMM. ``nj.minimize(method="newton")`` and ``"trust_region"`` take the
+floor's iterates and sit a few percent above it (line search or trial value, and
+the loop's bookkeeping, which weighs most at ``n = 100``); matrix-free methods
+(Newton–CG with a forcing term, BFGS) win at ``n = 1000``.
 
 Runtime: about 4 minutes on 2 loaded CPU cores with the defaults (mostly
 ``n = 1000``; the written section records the load). The recorded section used
@@ -363,119 +360,6 @@ def proto_lean_newton(X, y) -> optax.GradientTransformationExtraArgs:
     )  # fmt: skip
 
 
-class ProtoNewtonCGState(NamedTuple):
-    """``cg_steps`` of the last direction (``nj.minimize`` adds it to its count)."""
-
-    cg_steps: jax.Array
-
-
-def proto_newton_cg_forcing(X, y) -> optax.GradientTransformationExtraArgs:
-    """PROTOTYPE: Newton–CG with the forcing sequence of N&W Alg. 7.1.
-
-    CG on ``∇²f d = g`` (``nj.hessian_operator`` products, ``nj.linalg.cg``) stops at
-    ``‖r‖ ≤ η‖g‖`` with ``η = min(0.5, sqrt‖g‖)`` instead of ``scale_by_newton``'s
-    fixed ``sqrt(eps)``; a non-finite or empty CG result falls back to the gradient.
-    Same backtracking line search as ``nj.newton()``.
-    """
-    del X, y
-
-    def init_fn(params):
-        del params
-        return ProtoNewtonCGState(jnp.zeros((), jnp.int32))
-
-    def update_fn(updates, state, params=None, *, value_fn=None, **extra):
-        del extra, state
-        op = nj.hessian_operator(value_fn, params)
-        eta = jnp.minimum(0.5, jnp.sqrt(jnp.linalg.norm(updates)))
-        result = nj.linalg.cg(op.matvec, updates, rtol=eta, max_steps=params.shape[0])
-        ok = (result.num_steps > 0) & jnp.all(jnp.isfinite(result.x))
-        steps = jnp.asarray(result.num_steps, jnp.int32)
-        return jnp.where(ok, result.x, updates), ProtoNewtonCGState(steps)
-
-    direction = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-    return optax.chain(
-        direction,
-        optax.scale_by_learning_rate(1.0),
-        optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=30, decrease_factor=0.5, increase_factor=jnp.inf,
-            max_learning_rate=1.0,
-        ),
-    )  # fmt: skip
-
-
-class ProtoTrustRegionInfo(NamedTuple):
-    predicted_reduction: jax.Array
-    actual_reduction: jax.Array
-    used_eigh: jax.Array
-
-
-class ProtoTrustRegionState(NamedTuple):
-    radius: jax.Array
-    info: ProtoTrustRegionInfo
-
-
-def _radius_rule(radius, rho, step_norm, max_radius):
-    """Nocedal & Wright (2006) Alg. 4.1, with nj.trust_region's shrink cap."""
-    on_boundary = step_norm >= 0.99 * radius
-    shrink = ~(rho >= 0.25)
-    grow = (rho > 0.75) & on_boundary
-    shrunk = 0.25 * jnp.minimum(radius, jnp.where(step_norm > 0, step_norm, radius))
-    return jnp.where(shrink, shrunk, jnp.where(grow, jnp.minimum(2.0 * radius, max_radius), radius))
-
-
-def proto_trust_region(hessian_fn: Callable | None = None) -> Callable:
-    """PROTOTYPE: exact trust region that tries the Newton step by Cholesky first.
-
-    Same radius rule, acceptance (``η = 1e-4``) and subproblem solution as
-    ``nj.trust_region(subproblem="exact")``: when ``H`` is positive definite and
-    ``‖H⁻¹g‖ ≤ Δ`` the exact solution *is* the Newton step (Nocedal & Wright 2006,
-    Thm. 4.1 with ``λ = 0``), so ``eigh`` (``nj.linalg.trust_region_exact``) runs
-    only when Cholesky fails or the Newton step leaves the region.
-    ``hessian_fn(w, X, y)`` defaults to :func:`hessian_linearized`.
-    """
-    build = hessian_linearized if hessian_fn is None else hessian_fn
-
-    def factory(X, y) -> optax.GradientTransformationExtraArgs:
-        def init_fn(params):
-            zero = jnp.zeros((), params.dtype)
-            info = ProtoTrustRegionInfo(zero, zero, jnp.zeros((), bool))
-            return ProtoTrustRegionState(jnp.ones((), params.dtype), info)
-
-        def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra):
-            del extra
-            g, radius = updates, state.radius
-            f0 = value_fn(params) if value is None else value
-            H = build(params, X, y)
-            chol = jnp.linalg.cholesky(H)
-            p_newton = -jax.scipy.linalg.cho_solve((chol, True), g)
-            interior = jnp.all(jnp.isfinite(p_newton)) & (jnp.linalg.norm(p_newton) <= radius)
-
-            def newton_branch(_):
-                # m(0) − m(p) = −g·p − ½ pᵀHp = −½ g·p for H p = −g.
-                return p_newton, -0.5 * jnp.dot(g, p_newton)
-
-            def exact_branch(_):
-                result = nj.linalg.trust_region_exact(H, g, radius)
-                return result.step, result.predicted_reduction
-
-            step, predicted = jax.lax.cond(interior, newton_branch, exact_branch, None)
-            trial = value_fn(params + step)
-            actual = f0 - trial
-            finite = jnp.isfinite(trial) & jnp.isfinite(predicted)
-            safe = jnp.where(predicted > 0, predicted, 1.0)
-            rho = jnp.where(finite & (predicted > 0), actual / safe, -jnp.inf)
-            accepted = finite & (predicted > 0) & (rho > 1e-4)
-            step_norm = jnp.linalg.norm(step)
-            new_radius = _radius_rule(radius, rho, step_norm, 1e10)
-            info = ProtoTrustRegionInfo(predicted, jnp.where(finite, actual, -jnp.inf), ~interior)
-            u = jnp.where(accepted, step, jnp.zeros_like(step))
-            return u, ProtoTrustRegionState(new_radius.astype(params.dtype), info)
-
-        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-    return factory
-
-
 # -------------------------------------------------------------------- contenders
 
 
@@ -630,14 +514,6 @@ def prototype_contenders() -> list[Contender]:
                       "bookkeeping)", nj_solver(proto_lean_newton), group=p, note_fn=_nj_note),
         jax_contender("nj_glm_newton", "`nj.minimize` + GLM-Newton transform",
                       nj_solver(proto_glm_newton), group=p, note_fn=_nj_note),
-        jax_contender("nj_tr_cholesky", "`nj.minimize` + Cholesky-first exact trust region",
-                      nj_solver(proto_trust_region()), group=p, note_fn=_nj_note),
-        jax_contender("nj_newton_cg_forcing", "`nj.minimize` + Newton–CG with forcing "
-                      "η = min(0.5, √‖g‖)", nj_solver(proto_newton_cg_forcing), group=p,
-                      note_fn=_nj_note),
-        jax_contender("nj_tr_cholesky_glm",
-                      "`nj.minimize` + Cholesky-first trust region, GLM Hessian",
-                      nj_solver(proto_trust_region(hessian_glm)), group=p, note_fn=_nj_note),
     ]  # fmt: skip
 
 
@@ -899,8 +775,6 @@ def run_compile_breakdown(n: int, log) -> list[CompileRow]:
         ("glm", "… prototype GLM-Newton (Cholesky, line search, no fallback)",
          lambda: nj_solver(proto_glm_newton)),
         ("tr", '`nj.minimize(method="trust_region")`', lambda: nj_solver("trust_region")),
-        ("tr_cholesky", "… prototype Cholesky-first trust region",
-         lambda: nj_solver(proto_trust_region())),
     ]  # fmt: skip
     out = []
     for key, label, make in variants:
@@ -1021,7 +895,8 @@ def trust_region_boundary_steps(n: int) -> tuple[int, int]:
     k = int(result.num_steps)
     step = np.asarray(result.history["step_norm"])[1 : k + 1]
     after = np.asarray(result.history["damping_or_radius"])[1 : k + 1]
-    before = np.concatenate([[1.0], after[:-1]])  # nj.trust_region's initial radius is 1
+    # The automatic initial radius: the first step is the Newton step when H ≻ 0.
+    before = np.concatenate([[np.inf], after[:-1]])
     boundary = (step >= 0.99 * before) | (step == 0)
     return int(np.sum(boundary)), k
 
@@ -1210,9 +1085,6 @@ def analysis_text(result: dict[str, Any]) -> str:
     boundary, tr_steps = result["tr_boundary"]
     cg = row("nj_newton_cg")
     cg_products = re.search(r"(\d+) Hessian products", cg.note).group(1) if cg else "?"
-    forcing = row("nj_newton_cg_forcing")
-    forcing_products = re.search(r"(\d+) Hessian products", forcing.note) if forcing else None
-    forcing_products = forcing_products.group(1) if forcing_products else "?"
     scipy_cg = row("scipy_newton_cg")
     scipy_cg_products = (
         re.search(r"(\d+) Hessian-vector", scipy_cg.note).group(1) if scipy_cg else "?"
@@ -1255,20 +1127,17 @@ def analysis_text(result: dict[str, Any]) -> str:
         f"{vs('floor_linearized', FLOOR)}); XLA does not fold `X @ I` into `X`, so a dense "
         "GGN from a `jacfwd` Jacobian of the linear model costs the same two GEMMs.",
         "",
-        "**Proposal G — trim `scale_by_newton`'s O(n²) bookkeeping.** Per iteration it adds "
-        "`damping·I` as a dense matrix (even for damping 0), checks pivots and finiteness "
-        "over the factor, and materializes the Hessian column-wise (`vmap(out_axes=1)`, a "
-        "transposed copy of a symmetric matrix) from a linearized `value_and_grad`. A "
-        "prototype without these (rows, Cholesky, one O(n) finiteness test on the "
-        "direction, the same `eigh` fallback under `lax.cond` and the same line search) "
+        "**Proposal G — the rest of `scale_by_newton`'s O(n²) bookkeeping.** It no longer "
+        "adds a dense zero shift (`damping·I` with a static damping of 0) or tests the "
+        "factor entry by entry (one O(n) finiteness test of the direction, plus the pivot "
+        "check); it still materializes the Hessian column-wise (`vmap(out_axes=1)`, a "
+        "transposed copy of a symmetric matrix) from a linearized `value_and_grad`. The "
+        "prototype that also materializes rows and adds the damping on the diagonal only "
         f"runs at {vs('nj_lean_newton', FLOOR)} the floor, against {vs('nj_newton', FLOOR)} "
-        "for `nj.newton()`: add the damping on the diagonal only (`H.at[i, i].add`), "
-        "skip it when damping is a Python 0, materialize rows, and test the direction "
-        "rather than the matrix. A further cost (1–2 % in separate 12-sample checks) is "
-        "the loop re-evaluating f at the point "
-        "the line search just tried; optax's `scale_by_backtracking_linesearch("
-        "store_grad=True)` keeps value and gradient in its state, which `minimize` could "
-        "read instead of calling `value_and_grad` again.",
+        "for `nj.newton()`. A further cost (1–2 % in separate 12-sample checks) is the loop "
+        "re-evaluating f at the point the line search just tried; optax's "
+        "`scale_by_backtracking_linesearch(store_grad=True)` keeps value and gradient in "
+        "its state, which `minimize` could read instead of calling `value_and_grad` again.",
         "",
         "**Proposal A — structured dense curvature for generalized linear models (one "
         "GEMM), low priority for `minimize`.** For `f(w) = Σᵢ ℓᵢ(xᵢᵀw) + ½λ‖w‖²` the "
@@ -1289,35 +1158,27 @@ def analysis_text(result: dict[str, Any]) -> str:
         "builds `as_matrix()` this way; `scale_by_newton`, `scale_by_trust_region`, "
         "Gauss–Newton and LM already call `op.as_matrix()`.",
         "",
-        "**Proposal B — Cholesky before `eigh` in the exact trust region.** "
-        f"`eigh` costs {eigh.cpu_ms:.0f} ms of CPU against {chol.cpu_ms:.0f} ms for Cholesky "
-        f"and the solve; `nj.linalg.trust_region_exact` always computes it "
-        f"(one `nj.trust_region()` iteration: {tr_it.cpu_ms:.0f} ms against "
-        f"{newton_it.cpu_ms:.0f} for `nj.newton()`). Here the step reached the boundary in "
-        f"{boundary} of {tr_steps} iterations (the first, radius 1); every other step was the "
-        "interior Newton step, which by Nocedal & Wright Thm. 4.1 (λ = 0) *is* the exact "
-        "solution. Trying Cholesky first and calling the eigen-solver under `lax.cond` only "
-        "when `H` is not positive definite or `‖H⁻¹g‖ > Δ` gives identical iterates and "
-        f"took the trust region from {vs('nj_trust_region', FLOOR)} the floor to "
-        f"{vs('nj_tr_cholesky', FLOOR)}; with the GLM Hessian as well, "
-        f"{vs('nj_tr_cholesky_glm', FLOOR)}. "
-        + (
-            f"The remaining gap to Newton is the extra iteration that the unit initial "
-            f"radius costs ({it('nj_trust_region')} against {it('nj_newton')}) and one trial "
-            "value per iteration."
-            if it("nj_trust_region") > it("nj_newton")
-            else "The remaining gap to Newton is one trial value per iteration."
-        ),
+        "**Exact trust region (in newtonjax).** The subproblem tries the Newton step by "
+        "Cholesky and runs the eigen-solver under `lax.cond` only when `H` is not positive "
+        "definite or `‖H⁻¹g‖ > Δ` (an interior Newton step *is* the exact solution, Nocedal "
+        "& Wright Thm. 4.1 with λ = 0): `eigh` costs "
+        f"{eigh.cpu_ms:.0f} ms of CPU against {chol.cpu_ms:.0f} ms for Cholesky and the "
+        "solve. The default `initial_radius=None` starts from the Newton step when "
+        "`H ≻ 0` (Δ₀ is its length; a unit radius cost one more iteration and an `eigh` "
+        f"here), so the trust region takes {it('nj_trust_region')} iterations against the "
+        f"floor's {it(FLOOR)}, {boundary} of its {tr_steps} steps needed more than "
+        f"Cholesky, and it costs {vs('nj_trust_region', FLOOR)} the floor "
+        f"({vs('nj_trust_region', 'nj_newton')} `nj.newton()`; one `nj.trust_region()` "
+        f"update at ½w* {tr_it.cpu_ms:.0f} ms against {newton_it.cpu_ms:.0f} ms). What "
+        "it adds to Newton is the trial value per iteration, which the loop evaluates "
+        "again with the gradient once the step is accepted.",
         "",
-        "**Proposal C — the forcing sequence that `scale_by_newton`'s docstring promises for "
-        '`solver="cg"`.** The docstring says CG stops at `min(0.5, √‖g‖)·‖g‖` '
-        "(N&W Alg. 7.1) by default, but with `cg_rtol=None` the code passes `rtol=None` to "
-        '`nj.linalg.cg`, i.e. a fixed `sqrt(eps)`: `nj.minimize(method="newton_cg")` '
-        f"spent {cg_products} Hessian products where scipy Newton-CG spent "
-        f"{scipy_cg_products}. With the forcing term (prototype row, {forcing_products} "
-        f"products) the solve takes {solve('nj_newton_cg_forcing')} against "
-        f"{solve('nj_newton_cg')} now and {solve('scipy_newton_cg')} for scipy Newton-CG — "
-        f"{vs('nj_newton_cg_forcing', FLOOR)} the dense floor.",
+        '**Newton–CG (in newtonjax).** With `cg_rtol=None`, `solver="cg"` stops CG at the '
+        "forcing tolerance η = min(0.5, √‖g‖)·‖g‖ of Nocedal & Wright Alg. 7.1: "
+        f'`nj.minimize(method="newton_cg")` spent {cg_products} Hessian products where '
+        f"scipy Newton-CG spent {scipy_cg_products}, and solves in "
+        f"{solve('nj_newton_cg')} against {solve('scipy_newton_cg')} for scipy Newton-CG "
+        f"({vs('nj_newton_cg', FLOOR)} the dense floor).",
         "",
         "**Proposal D — BLAS threads for jaxlib's LAPACK on CPU.** jaxlib's CPU "
         "Cholesky, `eigh` and triangular solves call LAPACK from scipy's OpenBLAS, whose "
@@ -1357,21 +1218,16 @@ def analysis_text(result: dict[str, Any]) -> str:
         + "A modified-Cholesky fallback "
         "(N&W Alg. 3.3, Cholesky with an increasing shift τI, a few factorizations in a "
         "`while_loop`) instead of `eigh` would shorten both the compile and the rare "
-        "indefinite case. More important for users who call `nj.minimize` like scipy, "
-        "without a `jax.jit` around it: "
+        "indefinite case. Users who call `nj.minimize` like scipy, without a `jax.jit` "
+        "around it, pay the compile once per objective, method, options and loop "
+        "settings: the compiled solve is kept"
         + (
-            f"at n = {result['compile_size']} every such call took "
-            f"{np.median(result['eager'][0]):.2f} s (median of {len(result['eager'][0])} "
-            f"calls after the first) against {1e3 * result['eager'][1]:.1f} ms for the "
-            "jitted solve, because "
+            f" (at n = {result['compile_size']} calls after the first took "
+            f"{np.median(result['eager'][0]):.3f} s, median of {len(result['eager'][0])}, "
+            f"against {1e3 * result['eager'][1]:.1f} ms for the jitted solve)."
             if result["eager"][0]
-            else ""
-        )
-        + "the loop's body closes over new Python functions on each call, so "
-        "`lax.while_loop` retraces and recompiles it every time. `minimize` should jit "
-        "its own run function, cached on the objective, method, options and the static "
-        "loop settings (with `x0`, `args` and the tolerances as traced arguments), so "
-        "that repeated calls with the same objective pay the compile once.",
+            else "."
+        ),
         "",
         "**Proposal F — which method to suggest.** On this problem matrix-free methods win "
         f"at n = {n}: scipy Newton-CG {solve('scipy_newton_cg')}, optimistix BFGS "
@@ -1379,7 +1235,7 @@ def analysis_text(result: dict[str, Any]) -> str:
         "needs far fewer than n Hessian-vector products (or none). `minimize`'s "
         '`"trust_region"` default switches from the exact to the Steihaug-CG subproblem '
         "only above n = 1000; the docs should steer problems with cheap products to "
-        '`"newton_cg"` (once C is in) or Steihaug-CG well below that size.',
+        '`"newton_cg"` or Steihaug-CG well below that size.',
     ]
     return "\n".join(parts) + "\n"
 
