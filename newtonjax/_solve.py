@@ -850,7 +850,9 @@ def minimize(
     loop: ``batch_lanes`` problems are advanced together and a lane whose problem
     has finished takes the next waiting one, so a batch costs about the sum of the
     problems' own iteration counts instead of the slowest problem's count times N.
-    Each result is the one a single solve would give.
+    Each result is the one a single solve would give. The batch starts with one
+    evaluation of ``f`` and ``∇f`` at all N starting points, so memory holds N start
+    states (the size of N results).
 
     Examples:
       >>> import jax.numpy as jnp
