@@ -33,7 +33,7 @@ from newtonjax._transforms._gauss_newton import (
 )
 from newtonjax._transforms._hessian_free import hessian_free
 from newtonjax._transforms._newton import newton
-from newtonjax._transforms._trust_region import trust_region
+from newtonjax._transforms._trust_region import ScaleByTrustRegionState, trust_region
 from newtonjax._tree import (
     PyTree,
     check_float_tree,
@@ -229,14 +229,24 @@ def _info_field(state, names):
     return found[0] if found else None
 
 
+# States that hold f and ∇f at params + updates (optax's value_and_grad_from_state
+# convention): the loop reads them instead of evaluating again.
+_CARRYING_STATES = (ScaleByLevenbergMarquardtState, ScaleByTrustRegionState)
+
+
 def _carried_value_and_grad(state):
-    """``(value, grad)`` at the updated params from a Levenberg–Marquardt state, if any."""
-    for node in jax.tree.leaves(
-        state, is_leaf=lambda x: isinstance(x, ScaleByLevenbergMarquardtState)
-    ):
-        if isinstance(node, ScaleByLevenbergMarquardtState):
-            return node.value, node.grad
-    return None
+    """``(value, grad)`` at the updated params from the last carrying block, if any."""
+    found = None
+    for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, _CARRYING_STATES)):
+        if isinstance(node, _CARRYING_STATES):
+            found = node.value, node.grad
+    return found
+
+
+def _carries_values(method) -> bool:
+    """Whether a named method's chain ends in a block that evaluated f and ∇f where
+    its updates lead (a user's chain may rescale after it, so it is evaluated)."""
+    return method in ("levenberg_marquardt", "trust_region")
 
 
 def _dense_products(method, options, n) -> int:
@@ -387,7 +397,7 @@ def _solver(
         params = tree_where(finite, new_params, c.params)
         value = jnp.where(finite, new_value, c.value)
         grad = tree_where(finite, new_grad, c.grad)
-        extra_fun = 1 if tests_trial else 0
+        extra_fun = 1 if tests_trial and carried is None else 0
         cg_steps = _info_field(opt_state, ("cg_steps",))
         num_curvature = c.num_curvature + dense_products
         if cg_steps is not None:
@@ -722,9 +732,7 @@ def _solve(
             history,
             verbose,
             tests_trial,
-            # The named Levenberg–Marquardt chain moves exactly where its block
-            # evaluated f and ∇f; a user's chain may rescale, so it is evaluated.
-            method == "levenberg_marquardt",
+            isinstance(method, str) and _carries_values(method),
         )
         run_fn = _with_pooled_batching(solver, batch_lanes)
         plain = fun.__call__ if isinstance(fun, CompositeObjective) else fun

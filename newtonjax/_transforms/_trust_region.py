@@ -30,9 +30,17 @@ from newtonjax._transforms._common import (
     bind_value_fn,
     check_choice,
     check_positive,
-    trial_value,
 )
-from newtonjax._tree import PyTree, tree_dtype, tree_norm, tree_ravel, tree_scale, tree_where
+from newtonjax._tree import (
+    PyTree,
+    tree_dtype,
+    tree_norm,
+    tree_ravel,
+    tree_scale,
+    tree_sub,
+    tree_where,
+    tree_zeros_like,
+)
 
 __all__ = ["TrustRegionInfo", "ScaleByTrustRegionState", "scale_by_trust_region", "trust_region"]
 
@@ -68,10 +76,17 @@ class ScaleByTrustRegionState(NamedTuple):
     Attributes:
       radius: the trust-region radius Δ for the next step (``inf`` before the first
         step of the exact subproblem's automatic start).
+      value: ``f`` at the point the last update moves to, ``params − u`` (the trial
+        point if the step was accepted, else ``params``); ``inf`` before the first
+        update. With ``grad`` it follows optax's convention
+        (``optax.value_and_grad_from_state``).
+      grad: ``∇f`` at that point (zeros before the first update).
       info: diagnostics of the last step.
     """
 
     radius: jax.Array
+    value: jax.Array
+    grad: PyTree
     info: TrustRegionInfo
 
 
@@ -196,11 +211,13 @@ def scale_by_trust_region(
     def init_fn(params: PyTree) -> ScaleByTrustRegionState:
         dtype = tree_dtype(params)
         return ScaleByTrustRegionState(
-            radius=jnp.asarray(initial_radius, dtype), info=_initial_info(dtype)
+            radius=jnp.asarray(initial_radius, dtype),
+            value=jnp.asarray(jnp.inf, dtype),
+            grad=tree_zeros_like(params),
+            info=_initial_info(dtype),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
-        del grad
         if params is None:
             raise ValueError(f"{fn_name}: update() needs params")
         fn = bind_value_fn(fn_name, value_fn, extra)
@@ -212,7 +229,8 @@ def scale_by_trust_region(
             subproblem, op, updates, radius, cg_rtol, max_cg_steps
         )
         u = tree_scale(-1.0, step)
-        new_value = trial_value(fn, params, u)
+        # f and ∇f at the trial point in one pass: the next point's, if accepted.
+        new_value, new_grad = jax.value_and_grad(fn)(tree_sub(params, u))
         rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
         step_norm = tree_norm(step)
         new_radius = update_radius(radius, rho, step_norm, jnp.asarray(max_radius, dtype))
@@ -226,7 +244,13 @@ def scale_by_trust_region(
             cg_steps=jnp.asarray(cg_steps, jnp.int32),
             subproblem_status=jnp.asarray(status, jnp.int32),
         )
-        return u, ScaleByTrustRegionState(radius=new_radius.astype(dtype), info=info)
+        new_state = ScaleByTrustRegionState(
+            radius=new_radius.astype(dtype),
+            value=jnp.where(accepted, new_value, f0).astype(dtype),
+            grad=tree_where(accepted, new_grad, op.grad if grad is None else grad),
+            info=info,
+        )
+        return u, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

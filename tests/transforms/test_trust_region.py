@@ -170,6 +170,27 @@ def test_nan_trial_is_rejected_and_radius_shrinks():
     assert any(bool(i.rejected) for i in infos)
 
 
+@pytest.mark.parametrize("subproblem", ["exact", "steihaug_cg"])
+def test_state_value_and_grad_are_at_the_updated_params(subproblem):
+    # optax's convention (optax.value_and_grad_from_state): after an update the
+    # state holds f and ∇f at params + updates, for accepted and rejected steps
+    # (log-cosh from far away: the long first steps are rejected).
+    f = lambda w: jnp.sum(jnp.log(jnp.cosh(w - 1.2)))  # noqa: E731
+    tx = nj.trust_region(subproblem=subproblem, initial_radius=10.0)
+    w = jnp.array([-1.0, -1.5])
+    state = tx.init(w)
+    seen = set()
+    for _ in range(8):
+        updates, state = tx.update(jax.grad(f)(w), state, w, value_fn=f)
+        w = optax.apply_updates(w, updates)
+        seen.add(bool(state[0].info.rejected))
+        np.testing.assert_allclose(state[0].value, f(w), rtol=1e-14)
+        np.testing.assert_allclose(state[0].grad, jax.grad(f)(w), rtol=1e-12, atol=1e-15)
+        value, _ = optax.value_and_grad_from_state(f)(w, state=state)
+        np.testing.assert_allclose(value, state[0].value, rtol=0)
+    assert seen == {False, True}, seen
+
+
 def test_steihaug_reports_cg_steps_and_status():
     w0 = jnp.array([-1.2, 1.0, 0.5, 0.3])
     _, state, _, infos = run(
