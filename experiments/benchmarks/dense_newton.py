@@ -1137,7 +1137,9 @@ def analysis_text(result: dict[str, Any]) -> str:
         "for `nj.newton()`. A further cost (1–2 % in separate 12-sample checks) is the loop "
         "re-evaluating f at the point the line search just tried; optax's "
         "`scale_by_backtracking_linesearch(store_grad=True)` keeps value and gradient in "
-        "its state, which `minimize` could read instead of calling `value_and_grad` again.",
+        "its state, which `minimize` could read instead of calling `value_and_grad` again "
+        "(in optax 0.2.8 that path fails for float32 parameters under `jax_enable_x64`: "
+        "its transpose is seeded with a Python float).",
         "",
         "**Proposal A — structured dense curvature for generalized linear models (one "
         "GEMM), low priority for `minimize`.** For `f(w) = Σᵢ ℓᵢ(xᵢᵀw) + ½λ‖w‖²` the "
@@ -1169,9 +1171,10 @@ def analysis_text(result: dict[str, Any]) -> str:
         f"floor's {it(FLOOR)}, {boundary} of its {tr_steps} steps needed more than "
         f"Cholesky, and it costs {vs('nj_trust_region', FLOOR)} the floor "
         f"({vs('nj_trust_region', 'nj_newton')} `nj.newton()`; one `nj.trust_region()` "
-        f"update at ½w* {tr_it.cpu_ms:.0f} ms against {newton_it.cpu_ms:.0f} ms). What "
-        "it adds to Newton is the trial value per iteration, which the loop evaluates "
-        "again with the gradient once the step is accepted.",
+        f"update at ½w* {tr_it.cpu_ms:.0f} ms against {newton_it.cpu_ms:.0f} ms). It "
+        "evaluates f and ∇f once per step, at the trial point, and `minimize` reads them "
+        "from its state (Newton's line search evaluates f there and the loop f and ∇f "
+        "again).",
         "",
         '**Newton–CG (in newtonjax).** With `cg_rtol=None`, `solver="cg"` stops CG at the '
         "forcing tolerance η = min(0.5, √‖g‖)·‖g‖ of Nocedal & Wright Alg. 7.1: "
