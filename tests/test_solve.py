@@ -246,6 +246,40 @@ class TestWorkPool:
             assert int(batched.status[i]) == int(single.status)
         assert int(batched.num_steps[1]) == 0
 
+    def test_pytree_float32_least_squares_pool_matches_single_solves(self):
+        # A pool narrower than the batch with a dict of parameters in float32: the
+        # start states and results travel packed by dtype (float32, int32, bool)
+        # and must come back to the right problem and leaf.
+        t = jnp.linspace(0.0, 2.0, 12, dtype=jnp.float32)
+
+        def residual(p, y):
+            return p["scale"] * jnp.exp(-p["rates"][0] * t) + p["rates"][1] * t - y
+
+        rng = np.random.default_rng(3)
+        truth = rng.uniform([0.5, 0.2, -0.5], [2.0, 1.5, 0.5], size=(9, 3)).astype(np.float32)
+        ys = jnp.asarray(
+            truth[:, :1] * np.exp(-truth[:, 1:2] * np.asarray(t)) + truth[:, 2:] * np.asarray(t)
+        )
+        x0s = {
+            "scale": jnp.ones((9,), jnp.float32),
+            "rates": jnp.tile(jnp.array([0.7, 0.0], jnp.float32), (9, 1)),
+        }
+        batched = jax.jit(
+            jax.vmap(lambda x0, y: nj.least_squares(residual, x0, args=(y,), batch_lanes=4))
+        )(x0s, ys)
+        solve = jax.jit(lambda x0, y: nj.least_squares(residual, x0, args=(y,)))
+        for i in range(9):
+            single = solve(jax.tree.map(lambda a, i=i: a[i], x0s), ys[i])
+            for key in ("scale", "rates"):
+                assert batched.params[key].dtype == jnp.float32
+                np.testing.assert_allclose(
+                    batched.params[key][i], single.params[key], rtol=1e-5, atol=1e-6
+                )
+            assert int(batched.num_steps[i]) == int(single.num_steps)
+            assert int(batched.status[i]) == int(single.status)
+            assert bool(batched.success[i]) == bool(single.success)
+        np.testing.assert_allclose(batched.params["scale"], truth[:, 0], rtol=1e-3)
+
     def test_implicit_gradient_under_vmap(self):
         def f(x, a):
             return jnp.sum(jnp.cosh(x - a)) + 0.1 * jnp.sum(x**4)
