@@ -119,7 +119,7 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
 
     An infinite ``radius`` (the exact subproblem's automatic start) takes the Newton
     step when ``H`` is positive definite, and reports its length as the radius it
-    was solved with; otherwise the step is solved with ``Δ = 1``.
+    was solved with; otherwise (or for ``g = 0``) the step is solved with ``Δ = 1``.
     """
     if subproblem == "exact":
         g_flat, unravel = tree_ravel(g)
@@ -131,7 +131,12 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
         newton = -jax.scipy.linalg.cho_solve((chol, True), g_flat)
         newton_norm = jnp.linalg.norm(newton)
         interior = jnp.all(jnp.isfinite(newton)) & (newton_norm <= radius)
-        radius_used = jnp.where(jnp.isinf(radius), jnp.where(interior, newton_norm, 1.0), radius)
+        # The automatic start: Δ₀ = ‖p_N‖ for a Newton step, else (H not positive
+        # definite, or g = 0) Δ₀ = 1.
+        automatic = jnp.isinf(radius)
+        radius_used = jnp.where(
+            automatic, jnp.where(interior & (newton_norm > 0), newton_norm, 1.0), radius
+        )
 
         def newton_branch(_):
             predicted = -(g_flat @ newton + 0.5 * newton @ (hess @ newton))

@@ -127,6 +127,17 @@ class TestAutomaticInitialRadius:
             np.testing.assert_allclose(u_auto, u_one, rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(s_auto.radius, s_one.radius, rtol=1e-12)
 
+    def test_stationary_start_falls_back_to_radius_one(self):
+        # g = 0: the Newton step has length 0, which must not become the radius.
+        f = lambda w: jnp.sum((w - 1.0) ** 2)  # noqa: E731
+        w = jnp.ones(2)
+        auto = nj.scale_by_trust_region()
+        one = nj.scale_by_trust_region(initial_radius=1.0)
+        _, s_auto = auto.update(jax.grad(f)(w), auto.init(w), w, value_fn=f)
+        _, s_one = one.update(jax.grad(f)(w), one.init(w), w, value_fn=f)
+        assert float(s_auto.radius) > 0
+        np.testing.assert_allclose(s_auto.radius, s_one.radius, rtol=1e-15)
+
     def test_minimize_takes_newton_steps_on_a_convex_problem(self):
         # From w = 0 every step is the full Newton step: the same iterates as a
         # hand-written Newton loop.
