@@ -1,8 +1,8 @@
 """Solve loops: ``minimize`` and ``least_squares`` (layer 5).
 
 Each solve is one ``lax.while_loop`` around an optax update rule, so it runs inside
-``jit`` without host round-trips, batches under ``vmap`` (a finished problem's carry
-is frozen by the loop's batching rule while the others go on), and is
+``jit`` without host round-trips, batches under ``vmap`` (a work pool: a lane whose
+problem has finished takes the next waiting one), and is
 differentiable with respect to ``args`` by the implicit function theorem: at a
 minimizer ``∇ₓf(x*, a) = 0``, so ``∂x*/∂a = −H⁻¹ ∂²f/∂x∂a`` and a reverse-mode
 cotangent ``x̄`` needs one solve ``H v = x̄`` and one mixed vector product

@@ -111,8 +111,8 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
     """``damping=None`` stands for a static 0 (no shift to add)."""
     n = g.shape[0]
     eye = jnp.eye(n, dtype=hess.dtype)
-    if damping is None and (saddle_free or modification == "none"):
-        damping = jnp.zeros((), dtype)
+    shift = damping  # None: nothing to add to H before factoring
+    damping = jnp.zeros((), dtype) if damping is None else damping
     if saddle_free:
         x, tau, lam_min, was_modified = _eigen_solve(hess, g, damping, True)
         return x, tau, lam_min, was_modified, jnp.zeros((), bool)
@@ -124,7 +124,7 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
         return x, jnp.asarray(damping, dtype), inf, jnp.zeros((), bool), singular
 
     def cholesky_branch(_):
-        shifted = hess if damping is None else hess + damping * eye
+        shifted = hess if shift is None else hess + shift * eye
         chol = jnp.linalg.cholesky(shifted)
         x = jax.scipy.linalg.cho_solve((chol, True), g)
         # A failed factorization is NaN, and so is the solve: one O(n) test.
@@ -135,8 +135,6 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
         return x, ok & pivot_ok
 
     x_chol, ok = cholesky_branch(None)
-
-    damping = jnp.zeros((), dtype) if damping is None else damping
 
     def eigen_branch(_):
         x, tau, lam_min, modified = _eigen_solve(hess, g, damping, False)
