@@ -1,7 +1,9 @@
 """Architecture checks: each module imports only from its own layer or below.
 
 Layers (DESIGN.md): tree → curvature → linalg → spectrum → transforms → solve loops
-→ experiments. A violation is an import of a higher layer's module.
+→ public surface → experiments (the optional runner). A violation is an import of a
+higher layer's module. Nothing in the library imports the runner: only the CLI entry
+point ``newtonjax.__main__`` loads it, and only inside ``main``.
 """
 
 import ast
@@ -22,8 +24,8 @@ LAYERS = {
     "newtonjax._transforms": 4,
     "newtonjax._solve": 5,
     "newtonjax": 6,  # the public surface re-exports everything
-    "newtonjax.__main__": 7,  # `python -m newtonjax`: the experiments' command line
-    "experiments": 7,
+    "newtonjax.experiments": 7,  # the optional experiment runner, top of the picture
+    "newtonjax.__main__": 8,  # `python -m newtonjax`: loads the runner lazily
 }
 
 
@@ -67,9 +69,11 @@ def test_imports_point_down(path):
     own = module_name(path)
     own_level = layer_of(own)
     for imported in imported_modules(path.read_text()):
-        if not imported.startswith(("newtonjax", "experiments")):
+        if imported.startswith("experiments"):
+            pytest.fail(f"{own} imports the repository's unshipped {imported}")
+        if not imported.startswith("newtonjax"):
             continue
-        if imported == "newtonjax" and own != "newtonjax":
+        if imported == "newtonjax" and layer_of(own) <= layer_of("newtonjax"):
             pytest.fail(f"{own} imports the public package; import the private module instead")
         level = layer_of(imported)
         assert level <= own_level, f"{own} (layer {own_level}) imports {imported} (layer {level})"
@@ -86,3 +90,29 @@ def test_detects_a_violation():
     assert layer_of(upward[0]) > layer_of("newtonjax._tree")
     downward = list(imported_modules("from newtonjax import linalg\n"))
     assert downward == ["newtonjax.linalg"] and layer_of(downward[0]) < layer_of("newtonjax._solve")
+
+
+RUNNER = "newtonjax.experiments"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_does_not_import_the_runner(path):
+    own = module_name(path)
+    if own == RUNNER or own.startswith(RUNNER + ".") or own == "newtonjax.__main__":
+        return
+    for imported in imported_modules(path.read_text()):
+        assert not (imported == RUNNER or imported.startswith(RUNNER + ".")), (
+            f"{own} imports the optional runner {imported}"
+        )
+
+
+def test_main_loads_the_runner_only_inside_main():
+    tree = ast.parse((ROOT / "newtonjax" / "__main__.py").read_text())
+    top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [getattr(n, "module", None) or n.names[0].name for n in top_level]
+    assert not any(name.startswith(RUNNER) for name in names), names
+
+
+def test_runner_check_flags_an_import():
+    (imported,) = imported_modules("from newtonjax.experiments import runner\n")
+    assert imported.startswith(RUNNER)

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from experiments.problems import nist  # noqa: E402
+from newtonjax.experiments.problems import nist  # noqa: E402
 
 # Tolerances, in one place.
 # The certified RSS is printed to 11 significant digits (rounding: 5e-11 relative);

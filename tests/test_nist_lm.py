@@ -27,7 +27,7 @@ import pytest
 from scipy.optimize import least_squares as scipy_least_squares
 
 import newtonjax as nj
-from experiments.problems import nist
+from newtonjax.experiments.problems import nist
 
 jax.config.update("jax_enable_x64", True)
 

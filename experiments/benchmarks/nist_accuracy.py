@@ -40,7 +40,7 @@ from experiments.benchmarks._common import (  # noqa: E402
     package_versions,
     replace_section,
 )
-from experiments.problems import nist  # noqa: E402
+from newtonjax.experiments.problems import nist  # noqa: E402
 
 SECTION_TITLE = "## NIST StRD accuracy and effort"
 MIN_LRE = 6.0

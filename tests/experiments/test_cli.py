@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments import cli, runner
-from experiments.config import load_config
+from newtonjax.experiments import cli, runner
+from newtonjax.experiments.config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -25,8 +25,8 @@ import scipy.optimize  # noqa: E402
 import scipy.special  # noqa: E402
 
 import newtonjax as nj  # noqa: E402
-from experiments.problems import builtin, nist  # noqa: E402
-from experiments.problems.base import PROBLEMS, Problem, builder_parameters  # noqa: E402
+from newtonjax.experiments.problems import builtin, nist  # noqa: E402
+from newtonjax.experiments.problems.base import PROBLEMS, Problem, builder_parameters  # noqa: E402
 
 # Tolerances, in one place.
 RTOL = 1e-12  # float64 agreement of two formulas for the same sum

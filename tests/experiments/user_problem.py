@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from experiments.problems.base import Problem
+from newtonjax.experiments.problems.base import Problem
 
 
 def build(scale: float = 1.0, dim: int = 3) -> Problem:

@@ -11,7 +11,7 @@ import pytest
 from absl.testing import parameterized
 from scipy.optimize import brentq
 
-from experiments.problems import nist
+from newtonjax.experiments.problems import nist
 from newtonjax._objectives import composite_objective, least_squares_objective
 from newtonjax._transforms._gauss_newton import (
     levenberg_marquardt,

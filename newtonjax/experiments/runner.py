@@ -26,9 +26,9 @@ import numpy as np
 import optax
 import yaml
 
-from experiments import optimizers as registry
-from experiments.config import ConfigError, ExperimentConfig, OptimizerConfig, to_dict
-from experiments.problems import base
+from newtonjax.experiments import optimizers as registry
+from newtonjax.experiments.config import ConfigError, ExperimentConfig, OptimizerConfig, to_dict
+from newtonjax.experiments.problems import base
 
 __all__ = ["setup_platform", "make_run_dir", "run_experiment", "expand_sweep", "RunInterrupted"]
 

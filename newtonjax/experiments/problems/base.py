@@ -87,7 +87,7 @@ def resolve(name: str) -> Callable[..., Problem]:
             raise TypeError(f"{name} is not callable")
         return builder
     # Importing the built-ins registers them.
-    from experiments.problems import builtin  # noqa: F401
+    from newtonjax.experiments.problems import builtin  # noqa: F401
 
     if name not in PROBLEMS:
         raise KeyError(name)

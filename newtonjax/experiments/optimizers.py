@@ -63,7 +63,7 @@ def _parameters(name: str) -> dict[str, inspect.Parameter]:
 
 def validate(name: str, params: dict[str, Any], path: str) -> None:
     """Raise :class:`experiments.config.ConfigError` for an unknown name or parameter."""
-    from experiments.config import ConfigError, validate_params
+    from newtonjax.experiments.config import ConfigError, validate_params
 
     if name not in OPTIMIZERS:
         raise ConfigError(

@@ -40,7 +40,7 @@ Conventions shared by every builder:
   StRD files shipped in ``experiments/data``.
 
 Examples:
-  >>> from experiments.problems.base import PROBLEMS
+  >>> from newtonjax.experiments.problems.base import PROBLEMS
   >>> problem = PROBLEMS["rosenbrock"](dim=3)
   >>> print(problem.init_params)
   [-1.2  1.  -1.2]
@@ -60,8 +60,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import newtonjax as nj
-from experiments.problems import nist
-from experiments.problems.base import Problem, register
+from newtonjax.experiments.problems import nist
+from newtonjax.experiments.problems.base import Problem, register
 
 __all__ = [
     "rosenbrock",

@@ -286,8 +286,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
         raise ConfigError(
             f"optimizers: label {duplicates[0]!r} is used twice; give each entry a unique label"
         )
-    from experiments import optimizers as registry
-    from experiments.problems import base
+    from newtonjax.experiments import optimizers as registry
+    from newtonjax.experiments.problems import base
 
     for i, opt in enumerate(config.optimizers):
         registry.validate(opt.name, opt.params, f"optimizers[{i}]")

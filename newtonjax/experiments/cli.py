@@ -31,12 +31,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from experiments.config import ConfigError, load_config
+    from newtonjax.experiments.config import ConfigError, load_config
 
     try:
         if args.command == "list":
-            from experiments import optimizers
-            from experiments.problems import base
+            from newtonjax.experiments import optimizers
+            from newtonjax.experiments.problems import base
 
             base.resolve("rosenbrock")  # registers the built-ins
             print("problems:   " + ", ".join(sorted(base.PROBLEMS)))
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_progress:
             overrides.append("run.progress=false")
         config = load_config(args.config, overrides)
-        from experiments.runner import RunInterrupted, run_experiment, setup_platform
+        from newtonjax.experiments.runner import RunInterrupted, run_experiment, setup_platform
 
         device = setup_platform(config)
         try:
