@@ -353,7 +353,7 @@ def run_experiment(
     if not isinstance(problem, base.Problem):
         raise ConfigError(
             f"problem {config.problem.name!r}: the builder returned {type(problem).__name__}, "
-            "not experiments.problems.base.Problem"
+            "not newtonjax.experiments.problems.base.Problem"
         )
     optimizers = expand_sweep(config)
     import newtonjax as nj
@@ -398,7 +398,7 @@ def run_experiment(
     (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
     (run_dir / "summary.md").write_text(_summary_markdown(config, records, reports, status))
     if config.output.plots and records:
-        from experiments import plots
+        from newtonjax.experiments import plots
 
         plots.write_plots(run_dir)
         if problem.plot is not None and finals:

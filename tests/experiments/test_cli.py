@@ -243,7 +243,7 @@ def test_unavailable_device_is_a_clear_error(tmp_path, capsys):
 def test_builder_returning_the_wrong_type(tmp_path, capsys):
     data = {**USER, "problem": {"name": "tests.experiments.user_problem:not_a_problem"}}
     code, _, err = run_cli(["run", write(tmp_path, data), "--output-dir", tmp_path / "r"], capsys)
-    assert code == 2 and "not experiments.problems.base.Problem" in err
+    assert code == 2 and "not newtonjax.experiments.problems.base.Problem" in err
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
