@@ -7,3 +7,10 @@ own tolerances.
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+# The experiment runner keeps XLA compilations in the user's cache folder by default;
+# test runs keep theirs in a temporary folder of their own instead.
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ.setdefault("NEWTONJAX_CACHE_DIR", tempfile.mkdtemp(prefix="newtonjax-test-cache-"))

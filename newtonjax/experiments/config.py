@@ -62,13 +62,16 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """``run:`` how long to run and what to count as reaching the target."""
+    """``run:`` how long to run, what counts as reaching the target, and whether XLA
+    compilations are kept on disk (JAX's persistent compilation cache, in the user's
+    cache folder; see :func:`newtonjax.experiments.runner.compilation_cache_dir`)."""
 
     steps: int = 100
     target_loss: float | None = None
     stop_at_target: bool = False
     time_limit: float | None = None
     progress: bool = True
+    compilation_cache: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,15 +337,34 @@ def validate_params(signature: dict[str, Any], params: dict[str, Any], path: str
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML file safely, apply overrides, validate."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config: {err.strerror or err}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid (safe) YAML: {err}") from None
+        raise ConfigError(_yaml_error(path, err)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys to values")
     return parse_config(apply_overrides(raw, overrides or []))
+
+
+def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``file:line:column: what is wrong``."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    what = f"{problem} ({context})" if context else problem
+    if mark is None:
+        return f"{path}: not valid (safe) YAML: {what}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid (safe) YAML: {what}"
 
 
 def to_dict(config: ExperimentConfig) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import datetime
 import inspect
 import json
 import math
+import os
 import platform
 import socket
 import sys
@@ -30,9 +31,23 @@ from newtonjax.experiments import optimizers as registry
 from newtonjax.experiments.config import ConfigError, ExperimentConfig, OptimizerConfig, to_dict
 from newtonjax.experiments.problems import base
 
-__all__ = ["setup_platform", "make_run_dir", "run_experiment", "expand_sweep", "RunInterrupted"]
+__all__ = [
+    "setup_platform",
+    "compilation_cache_dir",
+    "make_run_dir",
+    "run_experiment",
+    "expand_sweep",
+    "RunError",
+    "RunInterrupted",
+]
 
 DIAGNOSTICS = ("radius", "damping", "rho", "cg_steps", "rejected", "learning_rate")
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on for a reason outside the config (an unwritable output
+    folder, a full disk); the message names the path and the cause, and whatever was
+    written before stays where it is."""
 
 
 class RunInterrupted(Exception):
@@ -44,12 +59,79 @@ class RunInterrupted(Exception):
         self.where = where
 
 
+def _os_reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
 # ------------------------------------------------------------------- platform
 
 
+def compilation_cache_dir() -> Path:
+    """Where the runner keeps XLA compilations between processes.
+
+    ``$NEWTONJAX_CACHE_DIR`` if set, else ``newtonjax/jax-compilation-cache`` in the
+    user's cache folder (``$XDG_CACHE_HOME``, by default ``~/.cache``; on macOS
+    ``~/Library/Caches``). An entry is keyed by JAX on the program, the compile options,
+    the backend and the jax/jaxlib versions, so a changed objective or a new JAX never
+    reads a stale one.
+    """
+    explicit = os.environ.get("NEWTONJAX_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "darwin":
+        base_dir = Path.home() / "Library" / "Caches"
+    else:
+        base_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base_dir / "newtonjax" / "jax-compilation-cache"
+
+
+# Persistent-cache events counted in this process (JAX's monitoring events).
+_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits",
+                 "/jax/compilation_cache/cache_misses": "misses"}
+_cache_counts = {"hits": 0, "misses": 0}
+_cache_listening = False
+
+
+def _count_cache_event(event: str, **_) -> None:
+    if event in _CACHE_EVENTS:
+        _cache_counts[_CACHE_EVENTS[event]] += 1
+
+
+def compilation_cache_counts() -> dict[str, int]:
+    """Persistent compilation cache hits and misses of this process so far."""
+    return dict(_cache_counts)
+
+
+def enable_compilation_cache(path: Path) -> bool:
+    """Turn on JAX's persistent compilation cache in ``path``; False if it cannot be made.
+
+    Every compilation is kept (no minimum compile time or size), since an experiment's
+    steps are small programs whose compiles still dominate a short run.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    global _cache_listening
+    if not _cache_listening:
+        jax.monitoring.register_event_listener(_count_cache_event)
+        _cache_listening = True
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True
+
+
 def setup_platform(config: ExperimentConfig) -> jax.Device:
-    """Apply ``x64`` and pick the device; a device that is not there is an error."""
+    """Apply ``x64``, the compilation cache and the device choice.
+
+    A device that is not there is a :class:`ConfigError`. The persistent compilation
+    cache (``run.compilation_cache``, on by default) is best effort: a cache folder
+    that cannot be created only means compiling again.
+    """
     jax.config.update("jax_enable_x64", bool(config.x64))
+    if config.run.compilation_cache:
+        enable_compilation_cache(compilation_cache_dir())
     if config.device == "auto":
         device = jax.devices()[0]
     else:
@@ -72,9 +154,16 @@ def setup_platform(config: ExperimentConfig) -> jax.Device:
 
 
 def make_run_dir(root: str | Path, name: str) -> Path:
-    """A new folder ``root/name-YYYYmmdd-HHMMSS[-k]``; an existing one is never reused."""
+    """A new folder ``root/name-YYYYmmdd-HHMMSS[-k]``; an existing one is never reused.
+
+    ``root`` is created when missing; one that cannot be created or written to is a
+    :class:`RunError` naming it.
+    """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"output folder {root}: cannot create it: {_os_reason(err)}") from None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         candidate = root / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
@@ -82,8 +171,12 @@ def make_run_dir(root: str | Path, name: str) -> Path:
             candidate.mkdir()
         except FileExistsError:
             continue
+        except OSError as err:
+            raise RunError(
+                f"output folder {root}: cannot create a run folder in it: {_os_reason(err)}"
+            ) from None
         return candidate
-    raise RuntimeError(f"cannot create a new run folder under {root}")
+    raise RunError(f"output folder {root}: cannot create a new run folder in it")
 
 
 def environment(device: jax.Device) -> dict[str, Any]:
@@ -275,8 +368,7 @@ def _run_optimizer(problem, opt, config, metrics_file, progress):
             }
             line.update({key: float(v) for key, v in diag.items()})
             line.update({key: float(v) for key, v in metrics.items()})
-            metrics_file.write(json.dumps(_jsonable(line)) + "\n")
-            metrics_file.flush()
+            _append(metrics_file, json.dumps(_jsonable(line)) + "\n")
             bar.set_postfix(loss=f"{value:.3e}", refresh=False)  # drawn by update()
             bar.update(1)
             if not math.isfinite(value):
@@ -309,6 +401,22 @@ def _run_optimizer(problem, opt, config, metrics_file, progress):
         }
     )
     return record, params
+
+
+class _MetricsWriteFailed(Exception):
+    """``metrics.jsonl`` could not take another line (a full disk, a lost mount)."""
+
+    def __init__(self, err: OSError):
+        super().__init__(f"cannot write metrics.jsonl: {_os_reason(err)}")
+
+
+def _append(metrics_file, line: str) -> None:
+    """Write one metrics line and flush it, so that every finished step is on disk."""
+    try:
+        metrics_file.write(line)
+        metrics_file.flush()
+    except OSError as err:
+        raise _MetricsWriteFailed(err) from None
 
 
 def _summary_markdown(config, records, reports, status) -> str:
@@ -350,6 +458,8 @@ def run_experiment(
         problem = builder(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"problem {config.problem.name!r}: {err}") from None
+    except ImportError as err:
+        raise RunError(f"problem {config.problem.name!r}: {err}") from None
     if not isinstance(problem, base.Problem):
         raise ConfigError(
             f"problem {config.problem.name!r}: the builder returned {type(problem).__name__}, "
@@ -368,13 +478,18 @@ def run_experiment(
             )
 
     run_dir = make_run_dir(output_dir or config.output.dir, config.name)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    (run_dir / "environment.json").write_text(json.dumps(environment(device), indent=2))
+    _write(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    _write(run_dir / "environment.json", json.dumps(environment(device), indent=2))
 
     records, finals, reports = [], {}, {}
     status = "completed"
     current = None
-    with open(run_dir / "metrics.jsonl", "w") as metrics_file:
+    failure = None
+    try:
+        metrics_file = open(run_dir / "metrics.jsonl", "w")  # noqa: SIM115 (closed below)
+    except OSError as err:
+        raise RunError(f"{run_dir / 'metrics.jsonl'}: cannot create it: {_os_reason(err)}") from None
+    with metrics_file:
         try:
             for opt in optimizers:
                 current = opt.display
@@ -387,6 +502,31 @@ def run_experiment(
                     reports[opt.display] = problem.report(params)
         except KeyboardInterrupt:
             status = f"interrupted during {current}"
+        except _MetricsWriteFailed as err:
+            failure = f"{err} (during {current})"
+            status = f"failed: {failure}"
+    try:
+        _write_results(run_dir, config, problem, records, finals, reports, status)
+    except OSError as err:
+        lost = f"cannot write the summary and plots: {_os_reason(err)}"
+        what = "" if status == "completed" else status.removeprefix("failed: ") + "; "
+        raise RunError(f"{run_dir}: {what}{lost}; metrics.jsonl is kept") from None
+    if failure is not None:
+        raise RunError(f"{run_dir}: {failure}; the steps before it are kept")
+    if status != "completed":
+        raise RunInterrupted(run_dir, current or "setup")
+    return run_dir
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise RunError(f"{path}: cannot write it: {_os_reason(err)}") from None
+
+
+def _write_results(run_dir, config, problem, records, finals, reports, status) -> None:
+    """``summary.json``, ``summary.md`` and the plots; an :class:`OSError` propagates."""
     summary = {
         "name": config.name,
         "problem": problem.name,
@@ -394,6 +534,10 @@ def run_experiment(
         "status": status,
         "optimizers": records,
         "reports": reports,
+        "compilation_cache": {
+            "enabled": bool(config.run.compilation_cache),
+            **compilation_cache_counts(),
+        },
     }
     (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
     (run_dir / "summary.md").write_text(_summary_markdown(config, records, reports, status))
@@ -403,6 +547,3 @@ def run_experiment(
         plots.write_plots(run_dir)
         if problem.plot is not None and finals:
             problem.plot(finals, run_dir)
-    if status != "completed":
-        raise RunInterrupted(run_dir, current or "setup")
-    return run_dir

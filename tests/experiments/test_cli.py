@@ -156,7 +156,7 @@ class TestRunFolder:
         code, _, err = run_cli(
             ["run", write(tmp_path, USER), "--output-dir", tmp_path / "runs"], capsys
         )
-        assert code == 130 and "interrupted during trust_region" in err
+        assert code == 2 and "interrupted during trust_region" in err
         (run_dir,) = (tmp_path / "runs").iterdir()
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "interrupted during trust_region"

@@ -483,5 +483,5 @@ def test_missing_sklearn_says_what_to_install(monkeypatch):
     for name in ["logistic_regression", "mlp_digits"]:
         builder = PROBLEMS[name]
         kwargs = {"key": KEY} if takes_key(builder) else {}
-        with pytest.raises(ImportError, match=r'pip install -e "\.\[experiments\]"'):
+        with pytest.raises(ImportError, match=r'pip install "newtonjax\[experiments\]"'):
             builder(**kwargs)

@@ -173,8 +173,8 @@ def _require_sklearn(fn: str) -> Any:
         import sklearn.datasets
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"{fn}: this problem needs scikit-learn's bundled data sets; install the "
-            'experiment extras with `pip install -e ".[experiments]"`'
+            f"{fn}: this problem needs scikit-learn's bundled data sets: "
+            'pip install "newtonjax[experiments]"'
         ) from error
     return sklearn.datasets
 
@@ -195,7 +195,7 @@ def _frozen(array: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
 @functools.cache
 def _classification_data(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Standardized features (float64) and integer labels of a bundled data set."""
-    datasets = _require_sklearn("experiments.problems.builtin")
+    datasets = _require_sklearn("newtonjax.experiments.problems.builtin")
     if name == "breast_cancer":
         bunch = datasets.load_breast_cancer()
         labels = bunch.target
@@ -941,7 +941,7 @@ def mlp_spectrum(
             from matplotlib.figure import Figure
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError(
-                f'{fn}: plotting needs matplotlib; `pip install -e ".[experiments]"`'
+                f'{fn}: plotting needs matplotlib: pip install "newtonjax[experiments]"'
             ) from error
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
