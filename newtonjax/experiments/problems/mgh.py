@@ -118,9 +118,9 @@ def outcome(p: MGHProblem, f: float) -> str:
     """Classify a final value ``f = ‖r(x)‖²`` as ``"solved"``, ``"local"`` or ``"failed"``.
 
     ``"solved"`` when ``f <= f* + SOLVED_RTOL·|f*| + SOLVED_ATOL``; ``"local"`` when
-    the same test holds for one of the paper's other local minima ``f_local`` (a
-    solve that ends there has converged, to a minimizer other than the one the
-    paper tabulates); ``"failed"`` otherwise, NaN included.
+    ``|f − f_loc|`` is within the same tolerance of one of the paper's other local
+    minima ``f_loc`` (a solve that ends there has converged, to a minimizer other
+    than the one the paper tabulates); ``"failed"`` otherwise, NaN included.
 
     The relative part is the tightest the paper's values support: ``f*`` is printed
     to six significant digits, a relative rounding error of up to 5e-6 (Jennrich
@@ -134,12 +134,12 @@ def outcome(p: MGHProblem, f: float) -> str:
     if not math.isfinite(f):
         return "failed"
 
-    def near(target):
-        return f <= target + SOLVED_RTOL * abs(target) + SOLVED_ATOL
+    def tol(target):
+        return SOLVED_RTOL * abs(target) + SOLVED_ATOL
 
-    if near(p.f_star):
+    if f <= p.f_star + tol(p.f_star):
         return "solved"
-    if any(near(v) for v in p.f_local):
+    if any(abs(f - v) <= tol(v) for v in p.f_local):
         return "local"
     return "failed"
 
