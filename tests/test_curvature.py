@@ -244,6 +244,16 @@ class TestJacobian(chex.TestCase):
         np.testing.assert_allclose(flat(jtu), jac.T @ u, rtol=RTOL)
         np.testing.assert_allclose(nj.jacobian_matrix(self.residual, params), jac, rtol=RTOL)
 
+    def test_materialize_non_symmetric_operator_on_a_pytree(self):
+        # Column i of the result is A e_i: a transposed result differs for A != Aᵀ.
+        params = make_params(15)
+        n = flat(params).shape[0]
+        A = np.random.default_rng(16).standard_normal((n, n))
+        assert not np.allclose(A, A.T)
+        unravel = ravel_pytree(params)[1]
+        matvec = lambda v: unravel(jnp.asarray(A) @ flat(v))  # noqa: E731
+        np.testing.assert_array_equal(np.asarray(nj.materialize(matvec, params)), A)
+
     def test_jacobian_matrix_wide_uses_reverse_mode_correctly(self):
         fn = lambda w: jnp.stack([jnp.sum(w**2), jnp.prod(w)])  # noqa: E731
         w = jnp.array([1.0, 2.0, 3.0, 4.0])

@@ -171,6 +171,17 @@ class CGTest(chex.TestCase):
         np.testing.assert_allclose(np.asarray(res.x), numpy_cg(A, b, k), rtol=1e-9)
         assert np.all(np.isfinite(np.asarray(res.x)))
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_zero_curvature_of_a_singular_operator_is_not_positive(self):
+        # A = diag(1, 0) is PSD and singular; b = e_2 spans its null space, so the
+        # first direction has pᵀAp = 0 exactly: CG stops there (N&W Alg. 5.2 would
+        # divide by zero), with x = 0 and no non-finite value.
+        A = jnp.diag(jnp.array([1.0, 0.0]))
+        res = self.variant(lambda b: cg(lambda v: A @ v, b))(jnp.array([0.0, 1.0]))
+        assert int(res.status) == int(SolverStatus.NEGATIVE_CURVATURE)
+        assert int(res.num_steps) == 1
+        np.testing.assert_array_equal(np.asarray(res.x), 0.0)
+
     def test_nonfinite_operator(self):
         res = jax.jit(lambda b: cg(lambda v: v * jnp.nan, b))(jnp.ones(3))
         assert int(res.status) == int(SolverStatus.NONFINITE)

@@ -290,6 +290,21 @@ class CauchyDoglegTest(chex.TestCase, parameterized.TestCase):
         np.testing.assert_allclose(np.asarray(res.step), -2.0 * g / np.linalg.norm(g), rtol=RTOL)
         assert bool(res.hits_boundary) and int(res.status) == NEGATIVE
 
+    def test_dogleg_uphill_newton_step_falls_back_to_cauchy_point(self):
+        # Indefinite H with gᵀHg = 1.75 > 0: the supplied p_B = -H⁻¹g = (-¼, 3/2) has
+        # gᵀp_B = 2 > 0 (uphill), so dogleg must not use it (N&W §4.1 assumes H ≻ 0).
+        H = np.diag([4.0, -1.0])
+        g = np.array([1.0, 1.5])
+        p_b = -np.linalg.solve(H, g)
+        assert g @ H @ g > 0 and g @ p_b > 0
+        for radius in (0.5, 10.0):
+            res = dogleg(dense_operator(H), jnp.asarray(g), radius, newton_step=jnp.asarray(p_b))
+            want = cauchy_reference(H, g, radius)
+            np.testing.assert_allclose(np.asarray(res.step), want, rtol=RTOL)
+            assert int(res.status) == NEGATIVE
+            assert float(res.predicted_reduction) >= 0
+            np.testing.assert_allclose(float(res.predicted_reduction), -model(H, g, want), rtol=RTOL)
+
     def test_vmap_and_float32(self):
         H, g = random_symmetric(6, 42, "spd")
         radii = jnp.array([0.05, 0.5, 50.0])
