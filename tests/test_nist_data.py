@@ -1,4 +1,4 @@
-"""Tests of the NIST StRD problem module ``experiments.problems.nist``.
+"""Tests of the NIST StRD problem module ``newtonjax.experiments.problems.nist``.
 
 The certified values in each file are the independent reference: the residual sum of
 squares at the certified parameters must reproduce the certified RSS, and the

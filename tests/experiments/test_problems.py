@@ -1,4 +1,4 @@
-"""Tests of the built-in experiment problems (``experiments.problems.builtin``).
+"""Tests of the built-in experiment problems (``newtonjax.experiments.problems.builtin``).
 
 Each objective is checked against an independent formula: ``scipy.optimize.rosen``,
 closed forms (quadratic, saddle), NumPy/scikit-learn computations of the logistic and
