@@ -286,6 +286,7 @@ def test_outcome_classifies_solved_local_and_failed():
     rosen = CASES["01-rosenbrock"]
     assert mgh.outcome(rosen, 1e-11) == "solved"
     assert mgh.outcome(rosen, 1e-9) == "failed"
+    assert mgh.outcome(rosen, 1e-9, atol=1e-6) == "solved"
 
 
 def test_problem_builds_other_dimensions_and_rejects_unknown_ones():

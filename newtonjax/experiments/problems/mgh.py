@@ -114,7 +114,7 @@ SOLVED_ATOL = 1e-10
 """Absolute tolerance on ``f = ‖r‖²`` of :func:`outcome` (the floor for ``f* = 0``)."""
 
 
-def outcome(p: MGHProblem, f: float) -> str:
+def outcome(p: MGHProblem, f: float, *, atol: float = SOLVED_ATOL) -> str:
     """Classify a final value ``f = ‖r(x)‖²`` as ``"solved"``, ``"local"`` or ``"failed"``.
 
     ``"solved"`` when ``f <= f* + SOLVED_RTOL·|f*| + SOLVED_ATOL``; ``"local"`` when
@@ -129,13 +129,19 @@ def outcome(p: MGHProblem, f: float) -> str:
     and Watson (n = 12): a solve that has reached ``‖r‖ <= 1e-5`` there counts.
     The test is on ``f`` alone, computed from the returned point: it needs nothing
     from the solver but its answer.
+
+    Args:
+      p: the case.
+      f: ``‖r(x)‖²`` at the point a solver returned.
+      atol: the absolute part (a looser floor, e.g. 1e-6, accepts the stops of
+        solvers whose default gradient tolerance is loose, such as scipy's 1e-5).
     """
     f = float(f)
     if not math.isfinite(f):
         return "failed"
 
     def tol(target):
-        return SOLVED_RTOL * abs(target) + SOLVED_ATOL
+        return SOLVED_RTOL * abs(target) + atol
 
     if f <= p.f_star + tol(p.f_star):
         return "solved"
