@@ -2,11 +2,11 @@
 
 Each solve is one ``lax.while_loop`` around an optax update rule, so it runs inside
 ``jit`` without host round-trips, batches under ``vmap`` (a work pool: a lane whose
-problem has finished takes the next waiting one), and is
-differentiable with respect to ``args`` by the implicit function theorem: at a
-minimizer ``∇ₓf(x*, a) = 0``, so ``∂x*/∂a = −H⁻¹ ∂²f/∂x∂a`` and a reverse-mode
-cotangent ``x̄`` needs one solve ``H v = x̄`` and one mixed vector product
-(Blondel et al. 2022, "Efficient and modular implicit differentiation", §2).
+problem has finished takes the next waiting one), and is differentiable with
+respect to ``args`` in every JAX mode by the implicit function theorem: at a
+minimizer ``∇ₓf(x*, a) = 0``, so ``ẋ = −H⁺ (∂²f/∂x∂a) ȧ``, one JVP rule whose
+linear solve JAX transposes for reverse mode (Blondel et al. 2022, "Efficient and
+modular implicit differentiation", §2; the design of lineax and optimistix).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import numpy as np
 import optax
 
 from newtonjax import linalg
-from newtonjax._curvature import hessian_operator
 from newtonjax._objectives import CompositeObjective, LeastSquaresObjective
 from newtonjax._transforms._gauss_newton import (
     ScaleByLevenbergMarquardtState,
@@ -44,7 +43,6 @@ from newtonjax._tree import (
     tree_norm,
     tree_ravel,
     tree_size,
-    tree_vdot,
     tree_where,
 )
 
@@ -602,50 +600,108 @@ def _with_pooled_batching(solver: _Solver, lanes: int | None):
 
 # ------------------------------------------------------- implicit differentiation
 
-
-def _implicit_linear_solve(fun, x, args, rhs):
-    """Solve ``∇²f(x) v = rhs`` without NaN: damped Cholesky (small n) or CG."""
-    op = hessian_operator(fun, x, *args)
-    rhs_flat, unravel = tree_ravel(rhs)
-    n = rhs_flat.shape[0]
-    if n <= 2000:
-        hess = op.as_matrix()
-        eps = jnp.finfo(hess.dtype).eps
-        scale = jnp.maximum(jnp.max(jnp.abs(hess)), jnp.finfo(hess.dtype).tiny)
-        result = linalg.damped_cholesky_solve(hess, rhs_flat, damping=0.0)
-        # A singular Hessian (non-isolated minimizer): a damped solve, never NaN.
-        fallback = linalg.damped_cholesky_solve(hess, rhs_flat, damping=jnp.sqrt(eps) * scale)
-        ok = result.status == linalg.SolverStatus.CONVERGED
-        return unravel(jnp.where(ok, result.x, fallback.x))
-    return linalg.cg(op.matvec, rhs, max_steps=n).x
+# Above this many parameters the implicit rule solves with CG instead of a dense
+# eigendecomposition.
+_DENSE_IMPLICIT_MAX = 2000
 
 
-def _differentiable(run_fn, fun):
-    """Wrap ``run_fn(x0, args) -> SolveResult`` with implicit reverse-mode derivatives."""
+def _pinv_solve(matvec: Callable, b: jax.Array) -> jax.Array:
+    """Minimum-norm solution of ``H t = b`` for symmetric ``H`` (dense: ``eigh``).
 
-    @jax.custom_vjp
+    Eigenvalues with ``|λ| <= n·eps·max|λ|`` count as zero (the cutoff of
+    ``numpy.linalg.pinv``; Golub & Van Loan 2013, §5.5.4), so a singular ``H`` gives
+    ``H⁺ b``: finite, and exact whenever ``b`` lies in the range of ``H``.
+    """
+    n = b.shape[0]
+    eye = jnp.eye(n, dtype=b.dtype)
+    hess = jax.vmap(matvec)(eye)  # rows H eᵢ = columns (H is symmetric)
+    hess = 0.5 * (hess + hess.T)
+    lam, vecs = jnp.linalg.eigh(hess)
+    cutoff = n * jnp.finfo(b.dtype).eps * jnp.max(jnp.abs(lam), initial=0.0)
+    keep = jnp.abs(lam) > cutoff
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
+    return vecs @ (inv * (vecs.T @ b))
+
+
+def _cg_solve(matvec: Callable, b: jax.Array) -> jax.Array:
+    """Minimum-norm solution of ``H t = b`` for symmetric ``H`` by CG on ``H² t = H b``.
+
+    ``H b`` lies in the range of ``H²`` for every ``b``, and CG started from zero
+    keeps its iterates in that range (the Krylov space of ``H b``), so it tends to
+    ``(H²)⁺ H b = H⁺ b`` even for singular or indefinite ``H``, and also for the
+    arbitrary right-hand sides of the transposed (reverse-mode) solve (CGNR on a
+    symmetric operator; Hestenes & Stiefel 1952, Kammerer & Nashed 1972). Squaring
+    the operator squares its condition number: this path is for problems too large
+    for the dense one.
+    """
+    n = b.shape[0]
+    return linalg.cg(lambda v: matvec(matvec(v)), matvec(b), max_steps=2 * n).x
+
+
+def _implicit_tangent(fun: Callable, x: PyTree, args: tuple, args_dot: tuple) -> PyTree:
+    """``ẋ = −H⁺ (∂²f/∂x∂a) ȧ`` at a stationary point ``x`` of ``f(·, *args)``.
+
+    ``∇ₓf(x*(a), a) = 0`` along a branch of minimizers, so ``H ẋ = −B ȧ`` with
+    ``H = ∇²ₓf`` and ``B = ∂(∇ₓf)/∂a``; ``−B ȧ`` then lies in the range of ``H`` and
+    the minimum-norm solution is exact even where ``H`` is singular. The solve is a
+    :func:`jax.lax.custom_linear_solve`, linear in ``B ȧ``, so JAX transposes it for
+    reverse mode and differentiates it again for higher orders.
+    """
+    x_flat, unravel = tree_ravel(x)
+
+    def grad_x(x_flat, a):
+        return tree_ravel(jax.grad(fun)(unravel(x_flat), *a))[0]
+
+    # B ȧ: one forward-mode product through ∇ₓf with respect to the arguments.
+    _, mixed = jax.jvp(lambda a: grad_x(x_flat, a), (args,), (args_dot,))
+
+    def matvec(v):
+        return jax.jvp(lambda z: grad_x(z, args), (x_flat,), (v,))[1]
+
+    solve = _pinv_solve if x_flat.shape[0] <= _DENSE_IMPLICIT_MAX else _cg_solve
+    t = jax.lax.custom_linear_solve(matvec, -mixed, solve, symmetric=True)
+    return unravel(t)
+
+
+def _zero_tangent(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, jax.dtypes.float0)
+
+
+def _differentiable(run_fn: Callable, fun: Callable) -> Callable:
+    """Wrap ``run_fn(x0, args) -> SolveResult`` with one implicit JVP rule.
+
+    Forward mode is the rule itself; reverse mode (``grad``, ``vjp``, ``jacrev``)
+    is its transpose, and higher orders (``hessian``, forward-over-reverse and
+    reverse-over-reverse) differentiate the rule, whose primal is this same solve
+    (Blondel et al. 2022, §2; the design of lineax and optimistix). ``params`` gets
+    the implicit tangent, ``value``, ``grad`` and ``grad_norm`` the chain rule at
+    ``(x*, a)``; ``x0`` has no effect on a solution (zero derivative), and the
+    counters and the history carry zero tangents.
+    """
+
+    @jax.custom_jvp
     def solve(x0, args):
         return run_fn(x0, args)
 
-    def fwd(x0, args):
-        result = run_fn(x0, args)
-        return result, (result.params, x0, args)
+    @solve.defjvp
+    def solve_jvp(primals, tangents):
+        x0, args = primals
+        _, args_dot = tangents
+        result = solve(x0, args)
+        x = result.params
+        x_dot = _implicit_tangent(fun, x, args, args_dot)
+        (value, grad), (value_dot, grad_dot) = jax.jvp(
+            lambda z, a: jax.value_and_grad(fun)(z, *a), (x, args), (x_dot, args_dot)
+        )
+        _, grad_norm_dot = jax.jvp(tree_max_abs, (grad,), (grad_dot,))
+        result_dot = jax.tree.map(_zero_tangent, result)._replace(
+            params=x_dot, value=value_dot, grad=grad_dot, grad_norm=grad_norm_dot
+        )
+        return result, result_dot
 
-    def bwd(saved, result_bar):
-        x, x0, args = saved
-        x_bar = result_bar.params
-        value_bar = result_bar.value
-        v = _implicit_linear_solve(fun, x, args, x_bar)
-
-        def outputs(a):
-            grad_x = jax.grad(fun)(x, *a)
-            return tree_vdot(grad_x, v), fun(x, *a)
-
-        _, vjp_fn = jax.vjp(outputs, args)
-        (args_bar,) = vjp_fn((-jnp.ones((), tree_dtype(x)), value_bar))
-        return jax.tree.map(jnp.zeros_like, x0), args_bar
-
-    solve.defvjp(fwd, bwd)
     return solve
 
 
@@ -816,8 +872,13 @@ def minimize(
     """Minimize ``fun(x, *args)`` from ``x0`` with a second-order method.
 
     One ``lax.while_loop`` over an update rule; works under ``jit`` and ``vmap``
-    (over ``x0`` and ``args``), and ``jax.grad``/``jax.jacobian`` of the result with
-    respect to ``args`` use the implicit function theorem, not unrolling.
+    (over ``x0`` and ``args``). ``params`` and ``value`` are differentiable with
+    respect to ``args`` in every mode (``grad``, ``jacfwd``, ``jacrev``, ``jvp``,
+    ``vjp``, ``hessian``) by the implicit function theorem, not by unrolling:
+    ``ẋ = −H⁺ (∂²f/∂x∂a) ȧ`` with ``H = ∇²ₓf`` at the solution, where ``H⁺`` is the
+    pseudo-inverse, so a singular Hessian (a valley of minimizers) gives the
+    minimum-norm tangent, which is exact for every quantity that is constant along
+    the valley. ``x0`` has zero derivative.
 
     Stopping rules (first hit wins): ``‖∇f‖∞ <= gtol`` (absolute); an accepted step
     with ``f_old − f_new <= ftol·max(|f_old|, |f_new|)``, or, for rules that test
@@ -914,6 +975,11 @@ def least_squares(
     Gauss–Newton methods see the residual structure; ``result.value`` is
     ``½‖r‖²`` (scipy's ``cost``). All stopping rules and defaults are those of
     :func:`minimize`.
+
+    Derivatives with respect to ``args`` use the full Hessian of ``½‖r‖²``,
+    ``JᵀJ + Σᵢ rᵢ ∇²rᵢ``, not the Gauss–Newton ``JᵀJ``: the two agree only at zero
+    residual or for residuals linear in ``x``, and the implicit function theorem
+    needs the exact one.
 
     Args:
       residual_fn: ``r(x, *args)``, an array or pytree of arrays (any shape).
