@@ -68,6 +68,12 @@ from newtonjax._transforms._trust_region import (
     scale_by_trust_region,
     trust_region,
 )
+from newtonjax._uncertainty import (
+    LaplacePosterior,
+    LaplacePredictive,
+    laplace,
+    parameter_covariance,
+)
 from newtonjax._version import __version__
 
 __all__ = [
@@ -133,4 +139,9 @@ __all__ = [
     "Status",
     "least_squares",
     "minimize",
+    # curvature at the solution
+    "LaplacePosterior",
+    "LaplacePredictive",
+    "laplace",
+    "parameter_covariance",
 ]

@@ -1,8 +1,8 @@
 """Architecture checks: each module imports only from its own layer or below.
 
 Layers (DESIGN.md): tree → curvature → linalg → spectrum → transforms → solve loops
-→ public surface → experiments (the optional runner). A violation is an import of a
-higher layer's module. Nothing in the library imports the runner: only the CLI entry
+→ uncertainty → public surface → experiments (the optional runner). A violation is an
+import of a higher layer's module. Nothing in the library imports the runner: only the CLI entry
 point ``newtonjax.__main__`` loads it, and only inside ``main``.
 """
 
@@ -23,9 +23,10 @@ LAYERS = {
     "newtonjax._spectrum": 3,
     "newtonjax._transforms": 4,
     "newtonjax._solve": 5,
-    "newtonjax": 6,  # the public surface re-exports everything
-    "newtonjax.experiments": 7,  # the optional experiment runner, top of the picture
-    "newtonjax.__main__": 8,  # `python -m newtonjax`: loads the runner lazily
+    "newtonjax._uncertainty": 6,  # curvature at the solution (above the solve loops)
+    "newtonjax": 7,  # the public surface re-exports everything
+    "newtonjax.experiments": 8,  # the optional experiment runner, top of the picture
+    "newtonjax.__main__": 9,  # `python -m newtonjax`: loads the runner lazily
 }
 
 
