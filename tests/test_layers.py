@@ -15,6 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 LAYERS = {
     "newtonjax._tree": 0,
+    "newtonjax._status": 0,
     "newtonjax._version": 0,
     "newtonjax._objectives": 1,
     "newtonjax._curvature": 1,

@@ -1,5 +1,7 @@
 """minimize / least_squares: scipy agreement, vmap, implicit gradients, bad input."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -421,3 +423,95 @@ class TestBadInput:
     def test_integer_x0(self):
         with pytest.raises(TypeError, match="floating-point"):
             nj.minimize(rosen, jnp.zeros(2, jnp.int32))
+
+
+class TestSolvePackage:
+    def test_status_family_shares_codes_and_messages(self):
+        from newtonjax._status import CODES
+
+        solver, solve = nj.linalg.SolverStatus, nj.Status
+        assert int(solve.MAX_STEPS) == int(solver.MAX_STEPS) == CODES["MAX_STEPS"]
+        assert int(solve.NONFINITE) == int(solver.NONFINITE) == CODES["NONFINITE"]
+        assert int(solve.GTOL) == int(solver.CONVERGED)
+        # No code means two different outcomes across the family.
+        names = {int(m): m.name for m in solver}
+        for m in solve:
+            assert names.get(int(m), m.name) in (m.name, "CONVERGED"), m
+        assert all(m.message for m in (*solver, *solve))
+        assert solve.describe(np.array([0, 1])) == [solve.GTOL.message, solve.MAX_STEPS.message]
+
+    def test_subproblem_failure_ends_the_solve_with_its_status(self):
+        # ∇f is finite everywhere but its derivative (the Hessian) is NaN: the
+        # exact trust-region subproblem fails at every step.
+        @jax.custom_jvp
+        def zero(x):  # 0, with a NaN derivative
+            return jnp.zeros_like(x)
+
+        zero.defjvp(lambda p, t: (zero(p[0]), jnp.nan * t[0]))
+
+        @jax.custom_jvp
+        def flat(x):  # 0 with gradient zero(x) = 0 and a NaN Hessian
+            return jnp.zeros((), x.dtype)
+
+        flat.defjvp(lambda p, t: (flat(p[0]), jnp.sum(zero(p[0]) * t[0])))
+
+        def f(x):
+            return jnp.sum(x**2) + flat(x)
+
+        res = nj.minimize(f, jnp.array([1.0, 2.0]), method="trust_region")
+        assert int(res.status) == nj.Status.SUBPROBLEM_FAILED and not bool(res.success)
+        assert int(res.subproblem_status) == nj.linalg.SolverStatus.NONFINITE
+        assert "subproblem" in res.message and "non-finite" in res.message
+        np.testing.assert_array_equal(res.params, [1.0, 2.0])
+
+    def test_method_table_describes_each_method_once(self):
+        from newtonjax._solve import METHODS
+
+        assert set(METHODS) == {
+            "newton", "newton_cg", "trust_region", "gauss_newton", "levenberg_marquardt",
+            "hessian_free",
+        }  # fmt: skip
+        structured = {k for k, m in METHODS.items() if m.needs_structure}
+        assert structured == {"gauss_newton", "levenberg_marquardt"}
+        assert {k for k, m in METHODS.items() if m.carries_values} == {
+            "trust_region", "levenberg_marquardt",
+        }  # fmt: skip
+        assert METHODS["trust_region"].dense_products(5, {}) == 5
+        assert METHODS["trust_region"].dense_products(5000, {}) == 0  # Steihaug–CG
+        assert METHODS["levenberg_marquardt"].dense_products(4, {}) == 5  # + acceleration
+        # Each record builds an optax rule; the runner's registry reads the table.
+        assert isinstance(METHODS["newton"](3), optax.GradientTransformation)
+        from newtonjax.experiments import optimizers
+
+        assert set(optimizers.STRUCTURED) == structured
+
+    def test_settings_are_frozen_hashable_and_the_cache_key(self):
+        from newtonjax._solve import Settings
+        from newtonjax._solve._settings import make_settings
+
+        kwargs = dict(gtol=None, ftol=None, xtol=1e-9, maxiter=50, stall_limit=25,
+                      history=False, verbose=False, batch_lanes=None)  # fmt: skip
+        a = make_settings("minimize", jnp.float64, **kwargs)
+        b = make_settings("minimize", jnp.float64, **kwargs)
+        assert a == b and hash(a) == hash(b) and a.gtol == 1e-10 and a.xtol == 1e-9
+        assert make_settings("minimize", jnp.float32, **kwargs).gtol == 1e-5
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            a.maxiter = 3
+        assert not Settings(jnp.asarray(1e-3), 0.0, 0.0).hashable()
+
+    def test_no_private_jax_imports(self):
+        import pathlib
+
+        root = pathlib.Path(nj.__file__).parent
+        for path in root.rglob("*.py"):
+            assert "jax._src" not in path.read_text(), path
+
+    def test_solve_inside_jit_closing_over_a_tracer_is_not_cached(self):
+        # The objective closes over a jit tracer (not passed in args): the eager
+        # cache must not keep it, and the solve runs inside the enclosing jit.
+        @jax.jit
+        def solve(c):
+            return nj.minimize(lambda x: jnp.sum((x - c) ** 2), jnp.zeros(2)).params
+
+        np.testing.assert_allclose(solve(jnp.array(1.5)), [1.5, 1.5], rtol=1e-10)
+        np.testing.assert_allclose(solve(jnp.array(-0.5)), [-0.5, -0.5], rtol=1e-10)

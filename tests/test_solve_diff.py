@@ -87,6 +87,7 @@ class TestClosedForm:
         got = jax.jit(hessian(sum_of_squares))(A)
         np.testing.assert_allclose(got, np.diag(2 * (dx**2 + x * d2x)), rtol=1e-6, atol=1e-10)
 
+    @pytest.mark.slow
     def test_forward_over_forward(self):
         x, dx, d2x, _ = quartic_closed_form(A)
         got = jax.jit(jax.jacfwd(jax.jacfwd(sum_of_squares)))(A)

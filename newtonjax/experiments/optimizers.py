@@ -48,8 +48,9 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "lbfgs": _lbfgs,
 }
 
-#: Rules that need a structured objective (least squares or composite).
-STRUCTURED = ("gauss_newton", "levenberg_marquardt")
+#: Rules that need a structured objective (least squares or composite), as the
+#: solves' method table records them.
+STRUCTURED = tuple(name for name, method in nj.METHODS.items() if method.needs_structure)
 
 
 def needs_structure(name: str) -> bool:

@@ -231,28 +231,15 @@ def expand_sweep(config: ExperimentConfig) -> list[OptimizerConfig]:
 
 
 def _find(state: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """Scalar diagnostics named ``names`` anywhere in a (nested) optax state."""
+    """Scalar diagnostics named ``names`` in a (nested) optax state: for each name the
+    first array field or dict entry of that name (the solves' state protocol, read
+    with ``optax.tree_utils.tree_get_all_with_path``)."""
     found: dict[str, Any] = {}
-
-    def visit(node):
-        if hasattr(node, "_fields"):
-            for field in node._fields:
-                value = getattr(node, field)
-                if field in names and field not in found and hasattr(value, "dtype"):
-                    found[field] = value
-                else:
-                    visit(value)
-        elif isinstance(node, (tuple, list)):
-            for child in node:
-                visit(child)
-        elif isinstance(node, dict):
-            for key, child in node.items():
-                if key in names and key not in found and hasattr(child, "dtype"):
-                    found[key] = child
-                else:
-                    visit(child)
-
-    visit(state)
+    for name in names:
+        for _, value in optax.tree_utils.tree_get_all_with_path(state, name):
+            if hasattr(value, "dtype"):
+                found[name] = value
+                break
     return found
 
 

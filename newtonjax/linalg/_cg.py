@@ -11,7 +11,6 @@ hyperparameters only when they are Python numbers, so traced values pass through
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from newtonjax._status import CODES, StatusEnum
 from newtonjax._tree import (
     PyTree,
     check_float_tree,
@@ -38,11 +38,12 @@ __all__ = ["SolverStatus", "CGResult", "cg"]
 Array = jax.Array
 
 
-class SolverStatus(enum.IntEnum):
+class SolverStatus(StatusEnum):
     """Integer status codes returned (as int32 arrays) by every solver in ``linalg``.
 
-    The codes work under ``jit``/``vmap``; ``SolverStatus(int(result.status)).name``
-    reads one on the host.
+    The codes work under ``jit``/``vmap``; ``SolverStatus(int(result.status))``
+    reads one on the host, with its ``message``. They belong to the status family
+    of :mod:`newtonjax._status`, shared with the solves' ``Status``.
 
     Attributes:
       CONVERGED: the tolerance was met (for trust-region solvers: the solution lies
@@ -54,11 +55,11 @@ class SolverStatus(enum.IntEnum):
         the last finite iterate is returned.
     """
 
-    CONVERGED = 0
-    MAX_STEPS = 1
-    NEGATIVE_CURVATURE = 2
-    BOUNDARY = 3
-    NONFINITE = 4
+    CONVERGED = CODES["CONVERGED"], "converged: the tolerance was met"
+    MAX_STEPS = CODES["MAX_STEPS"], "stopped: the step budget ran out"
+    NEGATIVE_CURVATURE = CODES["NEGATIVE_CURVATURE"], "stopped: negative curvature met"
+    BOUNDARY = CODES["BOUNDARY"], "stopped: the trust-region boundary was reached"
+    NONFINITE = CODES["NONFINITE"], "failed: a non-finite value appeared"
 
 
 # --------------------------------------------------------------------------- checks

@@ -1,0 +1,246 @@
+"""The solve loop: start, one iteration, the convergence tests, the result.
+
+A solve is three pure functions of ``(x0, args)`` (:class:`Solver`), run by
+:func:`solve_one` in one ``lax.while_loop`` or by the work pool
+(:mod:`newtonjax._solve._pool`) for a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from newtonjax._objectives import CompositeObjective, LeastSquaresObjective
+from newtonjax._solve import _protocol
+from newtonjax._solve._methods import Method
+from newtonjax._solve._result import NO_SUBPROBLEM, RUNNING, SUCCESS, SolveResult, Status
+from newtonjax._solve._settings import Settings
+from newtonjax._tree import (
+    PyTree,
+    tree_add,
+    tree_dtype,
+    tree_max_abs,
+    tree_norm,
+    tree_ravel,
+    tree_where,
+)
+from newtonjax.linalg import SolverStatus
+
+__all__ = ["Carry", "Solver", "make_solver", "solve_one", "bind_args", "convergence"]
+
+
+class Carry(NamedTuple):
+    params: PyTree
+    opt_state: Any
+    value: jax.Array
+    grad: PyTree
+    step: jax.Array
+    status: jax.Array
+    stall: jax.Array
+    num_fun: jax.Array
+    num_grad: jax.Array
+    num_curvature: jax.Array
+    subproblem_status: jax.Array
+    history: Any
+
+
+class Solver(NamedTuple):
+    """One solve as three pure functions of ``(x0, args)``: start, step, result."""
+
+    init: Callable
+    step: Callable
+    finish: Callable
+
+
+def bind_args(fun, args):
+    """``fun(·, *args)`` as a one-argument objective that keeps its structure."""
+    if not args:
+        return fun
+    if isinstance(fun, LeastSquaresObjective):
+        return LeastSquaresObjective(lambda p: fun.model_fn(p, *args))
+    if isinstance(fun, CompositeObjective):
+        return CompositeObjective(lambda p: fun.model_fn(p, *args), fun.output_loss_fn)
+    return lambda p: fun(p, *args)
+
+
+class _Norms(NamedTuple):
+    grad: jax.Array  # ‖∇f(x_new)‖∞
+    update: jax.Array  # ‖Δx‖∞
+    params: jax.Array  # ‖x_new‖∞
+    rel_step: jax.Array  # max |Δx| / (xtol + |x_new|)
+
+
+def _norms(new_grad, updates, new_params, xtol, dtype) -> _Norms:
+    # The four infinity norms in one reduction, which propagates NaN and so doubles
+    # as the finiteness test (on CPU every reduction is a kernel of its own, a fixed
+    # cost per iteration). The relative step is componentwise, so a large parameter
+    # cannot hide the motion of a small one (badly scaled problems such as NIST MGH10).
+    g, u, x = (tree_ravel(t)[0].astype(dtype) for t in (new_grad, updates, new_params))
+    rows = jnp.stack([jnp.abs(g), jnp.abs(u), jnp.abs(x), jnp.abs(u) / (xtol + jnp.abs(x))])
+    return _Norms(*jnp.max(rows, axis=1, initial=0.0))
+
+
+def convergence(old_value, new_value, norms: _Norms, reductions, step, stall,
+                settings: Settings, dtype):  # fmt: skip
+    """The stopping tests of one iteration: ``(status, stall, finite)``.
+
+    The first test that holds wins, in the order non-finite, gtol, ftol, xtol,
+    stalled, maxiter. ``ftol`` also holds when a rule that tests its steps reports a
+    model-predicted reduction below ``ftol·|f|`` at a finite trial point: no further
+    decrease is measurable in f's precision, whether or not this step was accepted
+    (compare MINPACK's info = 1 test, Moré, Garbow & Hillstrom 1980).
+    """
+    gtol, ftol, xtol = settings.tolerances(dtype)
+    finite = jnp.isfinite(new_value) & jnp.isfinite(norms.grad) & jnp.isfinite(norms.params)
+    decreased = finite & (new_value <= old_value) & (norms.update > 0)
+    tiny = jnp.finfo(dtype).tiny
+    f_scale = jnp.maximum(jnp.maximum(jnp.abs(old_value), jnp.abs(new_value)), tiny)
+    ftol_hit = decreased & (old_value - new_value <= ftol * f_scale)
+    if reductions is not None:
+        predicted, actual = reductions
+        ftol_hit = ftol_hit | (
+            finite & jnp.isfinite(actual) & (predicted >= 0) & (predicted <= ftol * f_scale)
+        )
+    stall = jnp.where(decreased & (new_value < old_value), 0, stall + 1)
+    status = jnp.asarray(RUNNING, jnp.int32)
+    for hit, code in (  # the first test that holds wins: applied last
+        (step >= settings.maxiter, Status.MAX_STEPS),
+        (stall >= settings.stall_limit, Status.STALLED),
+        (decreased & (norms.rel_step <= xtol), Status.XTOL),
+        (ftol_hit, Status.FTOL),
+        (finite & (norms.grad <= gtol), Status.GTOL),
+        (~finite, Status.NONFINITE),
+    ):
+        status = jnp.where(hit, jnp.int32(code), status)
+    return status, stall, finite
+
+
+def _blame_subproblem(status, sub_status):
+    """A solve that stopped on anything but the gradient test while its subproblem
+    solver reported a non-finite value stopped because of the subproblem (a
+    rejected step's zero predicted reduction is no convergence): say so."""
+    stopped = (status != RUNNING) & (status != int(Status.GTOL))
+    blame = stopped & (sub_status == int(SolverStatus.NONFINITE))
+    return jnp.where(blame, jnp.int32(Status.SUBPROBLEM_FAILED), status)
+
+
+def _is_success(status):
+    ok = status == int(SUCCESS[0])
+    for code in SUCCESS[1:]:
+        ok = ok | (status == int(code))
+    return ok
+
+
+def _init(fun, tx, settings: Settings, x0, args) -> Carry:
+    value_fn = bind_args(fun, args)
+    dtype = tree_dtype(x0)
+    gtol, _, _ = settings.tolerances(dtype)
+    value0, grad0 = jax.value_and_grad(value_fn)(x0)
+    finite0 = jnp.isfinite(value0) & jnp.all(jnp.isfinite(tree_ravel(grad0)[0]))
+    status0 = jnp.where(
+        ~finite0, Status.NONFINITE, jnp.where(tree_max_abs(grad0) <= gtol, Status.GTOL, RUNNING)
+    ).astype(jnp.int32)
+    hist0 = None
+    if settings.history:
+        nan = jnp.full((settings.maxiter + 1,), jnp.nan, dtype)
+        hist0 = {
+            "value": nan.at[0].set(value0),
+            "grad_norm": nan.at[0].set(tree_max_abs(grad0)),
+            "step_norm": nan,
+            "damping_or_radius": nan,
+        }
+    zero, one = jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)
+    return Carry(x0, tx.init(x0), value0, grad0, zero, status0, zero, one, one, zero,
+                 jnp.asarray(NO_SUBPROBLEM, jnp.int32), hist0)  # fmt: skip
+
+
+def _record(fn_name, settings: Settings, c: Carry, step, value, grad, updates, opt_state, dtype):
+    """The history row and the verbose line of one iteration."""
+    hist = c.history
+    if not (settings.history or settings.verbose):
+        return hist
+    step_norm = tree_norm(updates)
+    if settings.history:
+        dr = _protocol.damping_or_radius(opt_state)
+        dr = jnp.nan if dr is None else dr.astype(dtype)
+        rows = {"value": value, "grad_norm": tree_max_abs(grad), "step_norm": step_norm,
+                "damping_or_radius": dr}  # fmt: skip
+        hist = {k: hist[k].at[step].set(v) for k, v in rows.items()}
+    if settings.verbose:
+        jax.debug.print(
+            fn_name + " step {k}: f = {f:.10e}  |g|inf = {g:.3e}  |step| = {s:.3e}",
+            k=step, f=value, g=tree_max_abs(grad), s=step_norm,
+        )  # fmt: skip
+    return hist
+
+
+def _step(fn_name, fun, tx, method: Method, products: int, settings: Settings, c: Carry, args):
+    value_fn = bind_args(fun, args)
+    dtype = tree_dtype(c.params)
+    updates, opt_state = tx.update(
+        c.grad, c.opt_state, c.params, value_fn=value_fn, value=c.value, grad=c.grad
+    )
+    new_params = tree_add(c.params, updates)
+    carried = _protocol.carried_value_and_grad(opt_state) if method.carries_values else None
+    if carried is None:
+        new_value, new_grad = jax.value_and_grad(value_fn)(new_params)
+    else:  # the rule evaluated f and ∇f where its updates lead (optax's convention)
+        new_value, new_grad = carried
+    norms = _norms(new_grad, updates, new_params, settings.tolerances(dtype)[2], dtype)
+    step = c.step + 1
+    status, stall, finite = convergence(
+        c.value, new_value, norms, _protocol.reductions(opt_state), step, c.stall, settings, dtype
+    )
+    sub = _protocol.subproblem_status(opt_state)
+    sub = c.subproblem_status if sub is None else sub.astype(jnp.int32)
+    status = _blame_subproblem(status, sub)
+    # A non-finite point is never accepted: keep the last finite params.
+    params = tree_where(finite, new_params, c.params)
+    value = jnp.where(finite, new_value, c.value)
+    grad = tree_where(finite, new_grad, c.grad)
+    cg = _protocol.cg_steps(opt_state)
+    num_curvature = c.num_curvature + products + (0 if cg is None else cg.astype(jnp.int32))
+    extra_fun = 1 if method.tests_trial and carried is None else 0
+    hist = _record(fn_name, settings, c, step, value, grad, updates, opt_state, dtype)
+    return Carry(params, opt_state, value, grad, step, status, stall, c.num_fun + 1 + extra_fun,
+                 c.num_grad + 1, num_curvature, sub, hist)  # fmt: skip
+
+
+def _finish(c: Carry) -> SolveResult:
+    return SolveResult(
+        params=c.params,
+        value=c.value,
+        grad=c.grad,
+        grad_norm=tree_max_abs(c.grad),
+        num_steps=c.step,
+        success=_is_success(c.status),
+        status=c.status,
+        num_fun=c.num_fun,
+        num_grad=c.num_grad,
+        num_curvature=c.num_curvature,
+        subproblem_status=c.subproblem_status,
+        history=c.history,
+    )
+
+
+def make_solver(fn_name: str, fun, tx: optax.GradientTransformation, method: Method,
+                products: int, settings: Settings) -> Solver:  # fmt: skip
+    """The loop shared by ``minimize`` and ``least_squares``, single or pooled."""
+
+    def init(x0, args):
+        return _init(fun, tx, settings, x0, args)
+
+    def step(c, args):
+        return _step(fn_name, fun, tx, method, products, settings, c, args)
+
+    return Solver(init, step, _finish)
+
+
+def solve_one(solver: Solver, x0, args) -> SolveResult:
+    carry = solver.init(x0, args)
+    carry = jax.lax.while_loop(lambda c: c.status == RUNNING, lambda c: solver.step(c, args), carry)
+    return solver.finish(carry)
