@@ -1,8 +1,10 @@
-"""Pytree arithmetic and argument checks shared by every layer.
+"""Pytree arithmetic shared by every layer.
 
-Layer 0: imports nothing from newtonjax. Inner products run at the highest matmul
-precision so that float32 CG and Lanczos recurrences on accelerators do not lose
-digits to reduced-precision dot products.
+Layer 0: imports only :mod:`newtonjax._checks`. Inner products run at the highest
+matmul precision (:data:`HIGHEST`, also the precision of every dense ``matmul`` in
+the library) so that float32 CG and Lanczos recurrences on accelerators do not lose
+digits to reduced-precision dot products. The argument checks live in
+:mod:`newtonjax._checks`; the pytree ones are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from newtonjax._checks import (  # re-exported: the pytree argument checks
+    check_float_tree,
+    check_same_structure,
+    check_scalar_output,
+)
+
 PyTree = Any
 Array = jax.Array
 
+HIGHEST = jax.lax.Precision.HIGHEST
+
 __all__ = [
+    "HIGHEST",
     "tree_vdot",
     "tree_add",
     "tree_sub",
@@ -26,6 +37,7 @@ __all__ = [
     "tree_norm",
     "tree_max_abs",
     "tree_where",
+    "tree_all_finite",
     "tree_size",
     "tree_dtype",
     "tree_ravel",
@@ -37,9 +49,7 @@ __all__ = [
 
 def tree_vdot(a: PyTree, b: PyTree) -> Array:
     """Sum over leaves of ``vdot(a_leaf, b_leaf)``, at highest precision."""
-    leaves = jax.tree.leaves(
-        jax.tree.map(lambda x, y: jnp.vdot(x, y, precision=jax.lax.Precision.HIGHEST), a, b)
-    )
+    leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y, precision=HIGHEST), a, b))
     if not leaves:
         return jnp.zeros(())
     return sum(leaves[1:], leaves[0])
@@ -85,6 +95,12 @@ def tree_where(cond: Array, a: PyTree, b: PyTree) -> PyTree:
     return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
 
 
+def tree_all_finite(a: PyTree) -> Array:
+    """Whether every entry of every leaf is finite (a bool scalar; ``True`` for no leaves)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(a)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def tree_size(a: PyTree) -> int:
     """Total number of scalar entries (static)."""
     return sum(int(jnp.size(x)) for x in jax.tree.leaves(a))
@@ -101,54 +117,3 @@ def tree_dtype(a: PyTree) -> jnp.dtype:
 def tree_ravel(a: PyTree) -> tuple[Array, Any]:
     """``jax.flatten_util.ravel_pytree``: the flat vector and the function back."""
     return ravel_pytree(a)
-
-
-def check_float_tree(fn_name: str, arg_name: str, tree: PyTree) -> None:
-    """Raise ``TypeError`` unless every leaf has an inexact (float/complex) dtype."""
-    leaves_with_path = jax.tree_util.tree_leaves_with_path(tree)
-    if not leaves_with_path:
-        raise ValueError(f"{fn_name}: {arg_name} is an empty pytree")
-    for path, leaf in leaves_with_path:
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            where = jax.tree_util.keystr(path) or "(root)"
-            raise TypeError(
-                f"{fn_name}: {arg_name}{where} has dtype {dtype}; curvature needs "
-                "floating-point parameters (cast with jnp.asarray(x, jnp.float32) "
-                "or float64)"
-            )
-
-
-def check_same_structure(fn_name: str, name_a: str, a: PyTree, name_b: str, b: PyTree) -> None:
-    """Raise ``ValueError`` unless ``a`` and ``b`` have equal structure and leaf shapes."""
-    sa, sb = jax.tree.structure(a), jax.tree.structure(b)
-    if sa != sb:
-        raise ValueError(
-            f"{fn_name}: {name_b} must have the same pytree structure as {name_a}; "
-            f"got {sb} for {name_b} and {sa} for {name_a}"
-        )
-    for (path, x), y in zip(
-        jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True
-    ):
-        if jnp.shape(x) != jnp.shape(y):
-            where = jax.tree_util.keystr(path) or "(root)"
-            raise ValueError(
-                f"{fn_name}: {name_b}{where} has shape {jnp.shape(y)} but "
-                f"{name_a}{where} has shape {jnp.shape(x)}"
-            )
-
-
-def check_scalar_output(fn_name: str, out: Any) -> None:
-    """Raise ``ValueError`` unless ``out`` (an array or ShapeDtypeStruct) is a real scalar."""
-    shape = getattr(out, "shape", None)
-    if shape != ():
-        raise ValueError(
-            f"{fn_name}: the objective must return a scalar loss, got shape {shape} "
-            "(reduce with jnp.sum or jnp.mean, or use least_squares_objective for "
-            "a residual vector)"
-        )
-    dtype = getattr(out, "dtype", None)
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"{fn_name}: the objective must return a real floating-point scalar, got dtype {dtype}"
-        )

@@ -14,6 +14,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 LAYERS = {
+    "newtonjax._checks": 0,
     "newtonjax._tree": 0,
     "newtonjax._status": 0,
     "newtonjax._version": 0,

@@ -1,5 +1,7 @@
 """What every newtonjax update rule shares: the ``value_fn`` protocol and acceptance.
 
+Argument checks live in :mod:`newtonjax._checks`.
+
 The only extra argument is optax's ``value_fn`` (``params -> scalar``), with optional
 ``value``/``grad`` at the current params; other keyword arguments are routed to
 ``value_fn`` when its signature names them (as optax's line searches do) and are
@@ -16,13 +18,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from newtonjax._checks import check_choice
 from newtonjax._tree import PyTree, tree_sub, tree_vdot
 
 __all__ = [
     "bind_value_fn",
+    "bound_kwargs",
     "acceptance",
-    "check_positive",
-    "check_choice",
+    "model_reduction",
     "trial_value",
     "with_value_and_grad",
 ]
@@ -102,27 +105,6 @@ def model_reduction(grad: PyTree, step: PyTree, curvature_step: PyTree) -> jax.A
     With the move ``p = -step``: ``m(0) − m(p) = g·step − ½ step·B step``.
     """
     return tree_vdot(grad, step) - 0.5 * tree_vdot(step, curvature_step)
-
-
-def is_python_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def check_positive(fn_name: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
-    """Validate a numeric hyperparameter when it is a Python number (traced ones pass)."""
-    if is_python_number(value):
-        ok = value >= 0 if allow_zero else value > 0
-        if not ok or value != value:
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{fn_name}: {name} must be {bound}, got {value}")
-
-
-def check_choice(fn_name: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"{fn_name}: unknown {name} {value!r}; valid choices: "
-            + ", ".join(repr(c) for c in choices)
-        )
 
 
 def with_value_and_grad(

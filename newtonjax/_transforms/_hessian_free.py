@@ -32,27 +32,23 @@ import jax.numpy as jnp
 import optax
 
 from newtonjax import linalg
+from newtonjax._checks import check_choice, check_count, check_in_range, check_positive
 from newtonjax._curvature import hessian_operator
 from newtonjax._objectives import CompositeObjective
 from newtonjax._transforms._common import (
     acceptance,
     bind_value_fn,
-    check_choice,
-    check_positive,
     model_reduction,
     trial_value,
 )
-from newtonjax._transforms._gauss_newton import (
-    check_max_cg_steps,
-    damping_bounds,
-    structured_operator,
-)
+from newtonjax._transforms._damping import damping_bounds
+from newtonjax._transforms._structured import structured_operator
 from newtonjax._tree import (
     PyTree,
+    tree_all_finite,
     tree_axpy,
     tree_dtype,
     tree_norm,
-    tree_ravel,
     tree_scale,
     tree_where,
     tree_zeros_like,
@@ -137,10 +133,6 @@ def martens_damping_update(damping, rho):
     )
 
 
-def _all_finite(tree: PyTree) -> jax.Array:
-    return jnp.all(jnp.isfinite(tree_ravel(tree)[0]))
-
-
 def scale_by_hessian_free(
     initial_damping: float | jax.Array = 1.0,
     *,
@@ -189,12 +181,9 @@ def scale_by_hessian_free(
     check_choice(fn_name, "curvature", curvature, CURVATURES)
     check_positive(fn_name, "initial_damping", initial_damping)
     check_positive(fn_name, "warm_start_decay", warm_start_decay, allow_zero=True)
-    check_positive(fn_name, "eta", eta, allow_zero=True)
-    if isinstance(eta, float) and eta >= 1.0:
-        raise ValueError(f"{fn_name}: eta must be in [0, 1), got {eta}")
-    check_max_cg_steps(fn_name, max_cg_steps)
-    if cg_rtol is not None:
-        check_positive(fn_name, "cg_rtol", cg_rtol)
+    check_in_range(fn_name, "eta", eta, 0.0, 1.0)
+    check_count(fn_name, "max_cg_steps", max_cg_steps)
+    check_positive(fn_name, "cg_rtol", cg_rtol)
 
     def init_fn(params: PyTree) -> ScaleByHessianFreeState:
         dtype = tree_dtype(params)
@@ -223,14 +212,14 @@ def scale_by_hessian_free(
 
         matvec = lambda v: tree_axpy(lam, v, op.matvec(v))  # noqa: E731
         x0 = tree_scale(warm_start_decay, state.cg_solution)
-        x0 = tree_where(_all_finite(x0), x0, tree_zeros_like(x0))
+        x0 = tree_where(tree_all_finite(x0), x0, tree_zeros_like(x0))
         result = linalg.cg(matvec, updates, x0=x0, rtol=cg_rtol, max_steps=max_cg_steps)
         # CG run from a warm start can stop at once on negative curvature and leave a
         # direction the model does not decrease along. A useful CG step lowers the
         # damped model, i.e. its undamped predicted reduction exceeds ½λ‖x‖²;
         # otherwise take the minimizer of the damping-only model, g/λ, and let the
         # gain ratio judge it (λ grows on rejection, so g/λ eventually descends).
-        x = tree_where(_all_finite(result.x), result.x, tree_zeros_like(result.x))
+        x = tree_where(tree_all_finite(result.x), result.x, tree_zeros_like(result.x))
         x_norm = tree_norm(x)
         predicted_cg = model_reduction(updates, x, op.matvec(x))
         useful = (x_norm > 0) & (predicted_cg > 0.5 * lam * x_norm**2)

@@ -32,14 +32,9 @@ import jax.numpy as jnp
 import optax
 
 from newtonjax import linalg
+from newtonjax._checks import check_choice, check_count, check_positive, is_python_number
 from newtonjax._curvature import hessian_operator
-from newtonjax._transforms._common import (
-    bind_value_fn,
-    chain_with_linesearch,
-    check_choice,
-    check_positive,
-    is_python_number,
-)
+from newtonjax._transforms._common import bind_value_fn, chain_with_linesearch
 from newtonjax._tree import PyTree, tree_axpy, tree_dtype, tree_norm, tree_ravel, tree_where
 
 __all__ = ["NewtonInfo", "ScaleByNewtonState", "scale_by_newton", "newton"]
@@ -198,10 +193,8 @@ def scale_by_newton(
         raise ValueError(
             f"{fn_name}: saddle_free=True needs solver='dense' (|H| needs eigenvalues)"
         )
-    if max_cg_steps is not None and max_cg_steps < 1:
-        raise ValueError(f"{fn_name}: max_cg_steps must be >= 1, got {max_cg_steps}")
-    if cg_rtol is not None:
-        check_positive(fn_name, "cg_rtol", cg_rtol)
+    check_count(fn_name, "max_cg_steps", max_cg_steps)
+    check_positive(fn_name, "cg_rtol", cg_rtol)
 
     def init_fn(params: PyTree) -> ScaleByNewtonState:
         return ScaleByNewtonState(info=_initial_info(tree_dtype(params)))

@@ -24,13 +24,9 @@ import jax.numpy as jnp
 import optax
 
 from newtonjax import linalg
+from newtonjax._checks import check_choice, check_count, check_in_range, check_positive
 from newtonjax._curvature import hessian_operator
-from newtonjax._transforms._common import (
-    acceptance,
-    bind_value_fn,
-    check_choice,
-    check_positive,
-)
+from newtonjax._transforms._common import acceptance, bind_value_fn
 from newtonjax._tree import (
     PyTree,
     tree_dtype,
@@ -182,7 +178,7 @@ def scale_by_trust_region(
         (so a model that predicts well is trusted in full from the start, and a
         bad step shrinks the radius to a quarter of it); otherwise, and for the
         other subproblems, Δ₀ = 1 (scipy's ``initial_trust_radius``).
-      max_radius: Δ_max.
+      max_radius: Δ_max (``> 0``; ``inf`` leaves the radius uncapped).
       subproblem: ``"exact"`` (dense, small ``n``), ``"steihaug_cg"`` (matrix-free),
         ``"dogleg"`` or ``"cauchy"``.
       eta: acceptance threshold η on ρ, in ``[0, ¼)``.
@@ -200,14 +196,11 @@ def scale_by_trust_region(
     """
     fn_name = "scale_by_trust_region"
     check_choice(fn_name, "subproblem", subproblem, SUBPROBLEMS)
-    if initial_radius is not None:
-        check_positive(fn_name, "initial_radius", initial_radius)
-    check_positive(fn_name, "max_radius", max_radius)
-    check_positive(fn_name, "eta", eta, allow_zero=True)
-    if isinstance(eta, float) and eta >= 0.25:
-        raise ValueError(f"{fn_name}: eta must be in [0, 0.25), got {eta}")
-    if max_cg_steps is not None and max_cg_steps < 1:
-        raise ValueError(f"{fn_name}: max_cg_steps must be >= 1, got {max_cg_steps}")
+    check_positive(fn_name, "initial_radius", initial_radius)
+    check_positive(fn_name, "max_radius", max_radius, allow_inf=True)
+    check_in_range(fn_name, "eta", eta, 0.0, 0.25)
+    check_count(fn_name, "max_cg_steps", max_cg_steps)
+    check_positive(fn_name, "cg_rtol", cg_rtol)
 
     if initial_radius is None:
         # The exact subproblem starts from the Newton step (see _solve_subproblem).
@@ -280,7 +273,7 @@ def trust_region(
       initial_radius: Δ₀; ``None`` starts the exact subproblem from the Newton step
         when ``∇²f`` is positive definite, else Δ₀ = 1 (see
         :func:`scale_by_trust_region`).
-      max_radius: Δ_max.
+      max_radius: Δ_max (``> 0``; ``inf`` leaves the radius uncapped).
       subproblem: ``"exact"`` | ``"steihaug_cg"`` | ``"dogleg"`` | ``"cauchy"``.
       eta: acceptance threshold η.
       max_cg_steps: CG cap for ``"steihaug_cg"``/``"dogleg"``.

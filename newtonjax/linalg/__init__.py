@@ -12,6 +12,8 @@ singular or indefinite operator, and reports what happened through an int32
   :func:`trust_region_exact` (dense, Moré–Sorensen with the hard case).
 * Dense modified Newton solves: :func:`damped_cholesky_solve`, :func:`eigh_solve`
   (eigenvalue clip / shift / saddle-free ``|H|``).
+* Damped PSD systems ``(G + μD) x = b`` for many ``μ`` from one spectrum:
+  :func:`damped_spectral_solve` (SVD of ``J`` for ``G = JᵀJ``, or ``eigh``).
 * Spectra: :func:`lanczos` (full reorthogonalization), :func:`tridiagonal_eigh`;
   :func:`small_svd` (QR + one-sided Jacobi) for batches of small tall matrices.
 """
@@ -24,6 +26,7 @@ from newtonjax.linalg._dense import (
     eigh_solve,
 )
 from newtonjax.linalg._lanczos import LanczosResult, TridiagonalEigh, lanczos, tridiagonal_eigh
+from newtonjax.linalg._spectral import DampedSpectralSolve, damped_spectral_solve
 from newtonjax.linalg._svd import SMALL_SVD_MAX_COLUMNS, SmallSVDResult, small_svd
 from newtonjax.linalg._trust_subproblem import (
     SteihaugResult,
@@ -53,6 +56,9 @@ __all__ = [
     "damped_cholesky_solve",
     "EighSolveResult",
     "eigh_solve",
+    # damped PSD systems through one spectrum
+    "DampedSpectralSolve",
+    "damped_spectral_solve",
     # small dense SVD
     "SMALL_SVD_MAX_COLUMNS",
     "SmallSVDResult",

@@ -4,27 +4,26 @@ Layer 2: imports only :mod:`newtonjax._tree`. An operator is any callable
 ``matvec(v) -> H v`` that maps a pytree to a pytree of the same structure and leaf
 shapes; it is never materialized here.
 
-This module also holds what the other linalg modules share: :class:`SolverStatus`
-and the argument checks (structural arguments are validated at call time, numeric
-hyperparameters only when they are Python numbers, so traced values pass through).
+This module also defines :class:`SolverStatus`, the status codes of every linalg
+solver. Arguments are checked by :mod:`newtonjax._checks` (numeric hyperparameters
+only when they are Python numbers, so traced values pass through); operators are
+wrapped by :mod:`newtonjax.linalg._operators`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from newtonjax._checks import check_count, check_nonnegative, check_real_tree, check_same_structure
 from newtonjax._status import CODES, StatusEnum
 from newtonjax._tree import (
     PyTree,
-    check_float_tree,
-    check_same_structure,
     tree_axpy,
-    tree_dtype,
     tree_norm,
     tree_size,
     tree_sub,
@@ -32,6 +31,7 @@ from newtonjax._tree import (
     tree_where,
     tree_zeros_like,
 )
+from newtonjax.linalg._operators import cast_like, real_dtype, status_code, wrap_operator
 
 __all__ = ["SolverStatus", "CGResult", "cg"]
 
@@ -60,80 +60,6 @@ class SolverStatus(StatusEnum):
     NEGATIVE_CURVATURE = CODES["NEGATIVE_CURVATURE"], "stopped: negative curvature met"
     BOUNDARY = CODES["BOUNDARY"], "stopped: the trust-region boundary was reached"
     NONFINITE = CODES["NONFINITE"], "failed: a non-finite value appeared"
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _is_python_number(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _check_nonnegative(fn_name: str, name: str, value: Any, *, strict: bool = False) -> None:
-    """Validate a numeric hyperparameter when it is a Python number (traced ones pass)."""
-    if value is None or not _is_python_number(value):
-        return
-    bad = not np.isfinite(value) or (value <= 0 if strict else value < 0)
-    if bad:
-        bound = "> 0" if strict else ">= 0"
-        raise ValueError(f"{fn_name}: {name} must be finite and {bound}, got {value}")
-
-
-def _check_steps(fn_name: str, name: str, value: Any) -> None:
-    """``value`` must be an integer >= 1 when it is a Python number."""
-    if value is None:
-        return
-    if isinstance(value, bool) or isinstance(value, (float, np.floating)):
-        raise TypeError(f"{fn_name}: {name} must be an integer, got {value!r}")
-    if isinstance(value, (int, np.integer)) and value < 1:
-        raise ValueError(f"{fn_name}: {name} must be >= 1, got {value}")
-
-
-def _check_real_tree(fn_name: str, arg_name: str, tree: PyTree) -> None:
-    """Float leaves only: the solvers here are for real symmetric operators."""
-    check_float_tree(fn_name, arg_name, tree)
-    for leaf in jax.tree.leaves(tree):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-            raise TypeError(
-                f"{fn_name}: {arg_name} has a complex leaf; only real floating-point "
-                "pytrees are supported"
-            )
-
-
-def _wrap_operator(
-    fn_name: str, op_name: str, op: Callable[[PyTree], PyTree], like: PyTree, like_name: str
-) -> Callable[[PyTree], PyTree]:
-    """Check ``op(like)`` has ``like``'s structure and shapes; cast its leaves to ``like``'s."""
-    if not callable(op):
-        raise TypeError(
-            f"{fn_name}: {op_name} must be a callable v -> H v on pytrees, got {type(op).__name__}"
-        )
-    out = jax.eval_shape(op, like)
-    check_same_structure(fn_name, like_name, like, f"{op_name}({like_name})", out)
-    dtypes = jax.tree.map(lambda x: jnp.result_type(x), like)
-
-    def wrapped(v: PyTree) -> PyTree:
-        return jax.tree.map(lambda o, dt: jnp.asarray(o).astype(dt), op(v), dtypes)
-
-    return wrapped
-
-
-def _cast_like(tree: PyTree, like: PyTree) -> PyTree:
-    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), tree, like)
-
-
-def _real_dtype(tree: PyTree) -> jnp.dtype:
-    dtype = tree_dtype(tree)
-    return jnp.finfo(dtype).dtype
-
-
-def _all_finite(tree: PyTree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def _status(code: SolverStatus) -> Array:
-    return jnp.asarray(int(code), jnp.int32)
 
 
 # --------------------------------------------------------------------------- CG
@@ -244,22 +170,22 @@ def cg(
       §7.1 (negative-curvature exit in truncated Newton).
     """
     fn = "cg"
-    _check_real_tree(fn, "b", b)
-    _check_nonnegative(fn, "rtol", rtol)
-    _check_nonnegative(fn, "atol", atol)
-    _check_steps(fn, "max_steps", max_steps)
-    A = _wrap_operator(fn, "matvec", matvec, b, "b")
+    check_real_tree(fn, "b", b)
+    check_nonnegative(fn, "rtol", rtol)
+    check_nonnegative(fn, "atol", atol)
+    check_count(fn, "max_steps", max_steps)
+    A = wrap_operator(fn, "matvec", matvec, b, "b")
     M = (
         None
         if preconditioner is None
-        else _wrap_operator(fn, "preconditioner", preconditioner, b, "b")
+        else wrap_operator(fn, "preconditioner", preconditioner, b, "b")
     )
     if x0 is not None:
-        _check_real_tree(fn, "x0", x0)
+        check_real_tree(fn, "x0", x0)
         check_same_structure(fn, "b", b, "x0", x0)
-        x0 = _cast_like(x0, b)
+        x0 = cast_like(x0, b)
 
-    dtype = _real_dtype(b)
+    dtype = real_dtype(b)
     if rtol is None:
         rtol = float(np.sqrt(np.finfo(dtype).eps))
     if max_steps is None:
@@ -298,7 +224,7 @@ def _cg_loop(A, b, x0, M, rtol, atol, max_steps, dtype):
     r_norm = tree_norm(r).astype(dtype)
     running = jnp.asarray(-1, jnp.int32)
     finite0 = jnp.isfinite(rz) & jnp.isfinite(r_norm)
-    flag = jnp.where(finite0, running, _status(SolverStatus.NONFINITE))
+    flag = jnp.where(finite0, running, status_code(SolverStatus.NONFINITE))
     # Non-finite inputs: return zeros rather than propagate them.
     x = tree_where(finite0, x, tree_zeros_like(b))
 
@@ -328,8 +254,8 @@ def _cg_loop(A, b, x0, M, rtol, atol, max_steps, dtype):
         stop = negative | nonfinite
         new_flag = jnp.where(
             nonfinite,
-            _status(SolverStatus.NONFINITE),
-            jnp.where(negative, _status(SolverStatus.NEGATIVE_CURVATURE), running),
+            status_code(SolverStatus.NONFINITE),
+            jnp.where(negative, status_code(SolverStatus.NEGATIVE_CURVATURE), running),
         )
         return (
             tree_where(stop, x, x_new),
@@ -346,6 +272,8 @@ def _cg_loop(A, b, x0, M, rtol, atol, max_steps, dtype):
     status = jnp.where(
         flag != running,
         flag,
-        jnp.where(r_norm <= tol, _status(SolverStatus.CONVERGED), _status(SolverStatus.MAX_STEPS)),
+        jnp.where(
+            r_norm <= tol, status_code(SolverStatus.CONVERGED), status_code(SolverStatus.MAX_STEPS)
+        ),
     )
     return x, (k, r_norm, status)

@@ -14,19 +14,16 @@ indefinite or singular. Two strategies of Nocedal & Wright (2006) §3.4:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from newtonjax.linalg._cg import (
-    SolverStatus,
-    _check_nonnegative,
-    _check_steps,
-    _is_python_number,
-    _status,
-)
+from newtonjax._checks import check_count, check_nonnegative, is_python_number
+from newtonjax._tree import HIGHEST
+from newtonjax.linalg._cg import SolverStatus
+from newtonjax.linalg._operators import check_matrix_and_rhs, status_code, symmetrize
 
 __all__ = [
     "DampedCholeskyResult",
@@ -36,39 +33,6 @@ __all__ = [
 ]
 
 Array = jax.Array
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _check_matrix_and_rhs(
-    fn_name: str, H: Any, b: Any, b_name: str = "b", *, allow_matrix_rhs: bool = True
-) -> tuple[Array, Array]:
-    """Check ``H`` is a square float matrix and ``b`` an ``(n,)`` (or ``(n, k)``) array."""
-    H = jnp.asarray(H)
-    b = jnp.asarray(b)
-    if H.ndim != 2 or H.shape[0] != H.shape[1]:
-        raise ValueError(f"{fn_name}: H must be a square (n, n) matrix, got shape {H.shape}")
-    n = H.shape[0]
-    if n == 0:
-        raise ValueError(f"{fn_name}: H must not be empty, got shape {H.shape}")
-    ok_ndim = b.ndim == 1 or (allow_matrix_rhs and b.ndim == 2)
-    if not ok_ndim or b.shape[0] != n:
-        want = "(n,) or (n, k)" if allow_matrix_rhs else "(n,)"
-        raise ValueError(
-            f"{fn_name}: {b_name} must have shape {want} with n = {n} matching H, "
-            f"got shape {b.shape}"
-        )
-    for name, x in (("H", H), (b_name, b)):
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(
-                f"{fn_name}: {name} must have a real floating-point dtype, got {x.dtype}"
-            )
-    dtype = jnp.result_type(H, b)
-    return H.astype(dtype), b.astype(dtype)
-
-
-def _symmetrize(H: Array) -> Array:
-    return 0.5 * (H + H.T)
 
 
 # --------------------------------------------------------------------------- Cholesky
@@ -152,17 +116,17 @@ def damped_cholesky_solve(
       Nocedal & Wright (2006), Numerical Optimization, 2nd ed., §3.4, Alg. 3.3.
     """
     fn = "damped_cholesky_solve"
-    H, b = _check_matrix_and_rhs(fn, H, b)
-    _check_nonnegative(fn, "damping", damping)
-    _check_steps(fn, "max_tries", max_tries)
-    if _is_python_number(growth) and not growth > 1:
+    H, b = check_matrix_and_rhs(fn, H, b)
+    check_nonnegative(fn, "damping", damping)
+    check_count(fn, "max_tries", max_tries)
+    if is_python_number(growth) and not growth > 1:
         raise ValueError(f"{fn}: growth must be > 1, got {growth}")
     dtype = H.dtype
     n = H.shape[0]
     eps = jnp.finfo(dtype).eps
 
     finite = jnp.all(jnp.isfinite(H)) & jnp.all(jnp.isfinite(b))
-    H_sym = jnp.where(finite, _symmetrize(H), jnp.zeros_like(H))
+    H_sym = jnp.where(finite, symmetrize(H), jnp.zeros_like(H))
     b = jnp.where(finite, b, jnp.zeros_like(b))
     damping = jnp.asarray(damping, dtype)
     growth = jnp.asarray(growth, dtype)
@@ -201,7 +165,7 @@ def damped_cholesky_solve(
     # increase λ - damping found by the search held constant.
     lam_diff = damping + jax.lax.stop_gradient(jnp.maximum(lam, damping) - damping)
     x = jax.lax.custom_linear_solve(
-        lambda v: jnp.matmul(H_sym, v, precision=_HIGHEST) + lam_diff * v,
+        lambda v: jnp.matmul(H_sym, v, precision=HIGHEST) + lam_diff * v,
         b,
         lambda _, r: jax.scipy.linalg.cho_solve((L_solve, True), r),
         symmetric=True,
@@ -211,8 +175,8 @@ def damped_cholesky_solve(
     x = jnp.where(good, x, jnp.zeros_like(x))
     status = jnp.where(
         ~finite | (ok & ~x_finite),
-        _status(SolverStatus.NONFINITE),
-        jnp.where(ok, _status(SolverStatus.CONVERGED), _status(SolverStatus.MAX_STEPS)),
+        status_code(SolverStatus.NONFINITE),
+        jnp.where(ok, status_code(SolverStatus.CONVERGED), status_code(SolverStatus.MAX_STEPS)),
     )
     return DampedCholeskyResult(
         x=x, damping=lam, factor=L, num_tries=tries, status=status.astype(jnp.int32)
@@ -309,15 +273,15 @@ def eigh_solve(
         raise ValueError(
             f"{fn}: unknown mode {mode!r}; valid choices: " + ", ".join(map(repr, _EIGH_MODES))
         )
-    H, b = _check_matrix_and_rhs(fn, H, b)
-    _check_nonnegative(fn, "min_eigenvalue", min_eigenvalue)
+    H, b = check_matrix_and_rhs(fn, H, b)
+    check_nonnegative(fn, "min_eigenvalue", min_eigenvalue)
     dtype = H.dtype
     eps = jnp.finfo(dtype).eps
     finite = jnp.all(jnp.isfinite(H)) & jnp.all(jnp.isfinite(b))
     H = jnp.where(finite, H, jnp.zeros_like(H))
     b = jnp.where(finite, b, jnp.zeros_like(b))
 
-    H_sym = _symmetrize(H)
+    H_sym = symmetrize(H)
     lam, V = jnp.linalg.eigh(jax.lax.stop_gradient(H_sym))
     scale = jnp.max(jnp.abs(lam))
     if min_eigenvalue is None:
@@ -336,14 +300,14 @@ def eigh_solve(
     column = (lambda d: d) if b.ndim == 1 else (lambda d: d[:, None])
 
     def solve(_, r):
-        coeffs = jnp.matmul(V.T, r, precision=_HIGHEST)
-        return jnp.matmul(V, coeffs / column(mu), precision=_HIGHEST)
+        coeffs = jnp.matmul(V.T, r, precision=HIGHEST)
+        return jnp.matmul(V, coeffs / column(mu), precision=HIGHEST)
 
     def matvec(v):
         # H_mod v = H v + V diag(μ - λ) Vᵀ v, with the modification held constant.
-        coeffs = column(mu - lam) * jnp.matmul(V.T, v, precision=_HIGHEST)
-        correction = jnp.matmul(V, coeffs, precision=_HIGHEST)
-        return jnp.matmul(H_sym, v, precision=_HIGHEST) + correction
+        coeffs = column(mu - lam) * jnp.matmul(V.T, v, precision=HIGHEST)
+        correction = jnp.matmul(V, coeffs, precision=HIGHEST)
+        return jnp.matmul(H_sym, v, precision=HIGHEST) + correction
 
     x = jax.lax.custom_linear_solve(matvec, b, solve, symmetric=True)
     x_finite = jnp.all(jnp.isfinite(x))
@@ -353,5 +317,7 @@ def eigh_solve(
         eigenvalues=lam,
         modified_eigenvalues=mu,
         num_modified=jnp.sum(mu != lam).astype(jnp.int32),
-        status=jnp.where(ok, _status(SolverStatus.CONVERGED), _status(SolverStatus.NONFINITE)),
+        status=jnp.where(
+            ok, status_code(SolverStatus.CONVERGED), status_code(SolverStatus.NONFINITE)
+        ),
     )

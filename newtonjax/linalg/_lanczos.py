@@ -17,14 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from newtonjax._tree import PyTree, tree_ravel
-from newtonjax.linalg._cg import _check_real_tree, _wrap_operator
+from newtonjax._checks import check_real_tree, check_static_int
+from newtonjax._tree import HIGHEST, PyTree, tree_ravel
+from newtonjax.linalg._operators import wrap_operator
 
 __all__ = ["LanczosResult", "lanczos", "TridiagonalEigh", "tridiagonal_eigh"]
 
 Array = jax.Array
-
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class LanczosResult(NamedTuple):
@@ -107,17 +106,11 @@ def lanczos(
       Eigenvalue Problems, 2nd ed., §6.6.
     """
     fn = "lanczos"
-    _check_real_tree(fn, "v0", v0)
-    A = _wrap_operator(fn, "matvec", matvec, v0, "v0")
+    check_real_tree(fn, "v0", v0)
+    A = wrap_operator(fn, "matvec", matvec, v0, "v0")
     v, unravel = tree_ravel(v0)
     n = v.shape[0]
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise TypeError(
-            f"{fn}: num_steps must be a Python int (it sets the output shapes), "
-            f"got {type(num_steps).__name__}"
-        )
-    if not 1 <= num_steps <= n:
-        raise ValueError(f"{fn}: num_steps must be in [1, n] with n = {n}, got {num_steps}")
+    check_static_int(fn, "num_steps", num_steps, minimum=1, maximum=n, maximum_name="n")
     m = int(num_steps)
     dtype = v.dtype
     eps = float(np.finfo(dtype).eps)
@@ -127,7 +120,7 @@ def lanczos(
         return tree_ravel(A(unravel(x)))[0].astype(dtype)
 
     def dot(a, b):
-        return jnp.dot(a, b, precision=_HIGHEST)
+        return jnp.dot(a, b, precision=HIGHEST)
 
     norm0 = jnp.sqrt(dot(v, v))
     active0 = (norm0 > 0) & jnp.isfinite(norm0)
@@ -145,7 +138,7 @@ def lanczos(
         w = w - alpha * q - beta_prev * q_prev
         if reorthogonalize:
             for _ in range(2):
-                w = w - jnp.matmul(Q.T, jnp.matmul(Q, w, precision=_HIGHEST), precision=_HIGHEST)
+                w = w - jnp.matmul(Q.T, jnp.matmul(Q, w, precision=HIGHEST), precision=HIGHEST)
         beta = jnp.sqrt(dot(w, w))
         finite = jnp.isfinite(alpha) & jnp.isfinite(beta)
         scale = jnp.where(finite, jnp.maximum(scale, jnp.maximum(jnp.abs(alpha), beta)), scale)

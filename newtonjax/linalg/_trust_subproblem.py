@@ -28,9 +28,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from newtonjax._tree import (
-    PyTree,
+from newtonjax._checks import (
+    check_count,
+    check_nonnegative,
+    check_positive,
+    check_real_tree,
     check_same_structure,
+)
+from newtonjax._tree import (
+    HIGHEST,
+    PyTree,
+    tree_all_finite,
     tree_axpy,
     tree_norm,
     tree_scale,
@@ -39,19 +47,15 @@ from newtonjax._tree import (
     tree_where,
     tree_zeros_like,
 )
-from newtonjax.linalg._cg import (
-    SolverStatus,
-    _all_finite,
-    _cast_like,
-    _check_nonnegative,
-    _check_real_tree,
-    _check_steps,
-    _real_dtype,
-    _status,
-    _wrap_operator,
-    cg,
+from newtonjax.linalg._cg import SolverStatus, cg
+from newtonjax.linalg._operators import (
+    cast_like,
+    check_matrix_and_rhs,
+    real_dtype,
+    status_code,
+    symmetrize,
+    wrap_operator,
 )
-from newtonjax.linalg._dense import _check_matrix_and_rhs, _symmetrize
 
 __all__ = [
     "SteihaugResult",
@@ -64,8 +68,6 @@ __all__ = [
 ]
 
 Array = jax.Array
-
-_HIGHEST = jax.lax.Precision.HIGHEST
 _RUNNING = -1
 
 
@@ -97,7 +99,7 @@ def _boundary_taus(zz: Array, zd: Array, dd: Array, radius: Array) -> tuple[Arra
 
 
 def _prepare_radius(fn: str, radius: Any, dtype: Any) -> Array:
-    _check_nonnegative(fn, "radius", radius, strict=True)
+    check_positive(fn, "radius", radius)
     return jnp.asarray(radius, dtype)
 
 
@@ -191,12 +193,12 @@ def steihaug_cg(
       optimization, SIAM J. Numer. Anal. 20(3).
     """
     fn = "steihaug_cg"
-    _check_real_tree(fn, "g", g)
-    _check_nonnegative(fn, "rtol", rtol)
-    _check_nonnegative(fn, "atol", atol)
-    _check_steps(fn, "max_steps", max_steps)
-    H = _wrap_operator(fn, "matvec", matvec, g, "g")
-    dtype = _real_dtype(g)
+    check_real_tree(fn, "g", g)
+    check_nonnegative(fn, "rtol", rtol)
+    check_nonnegative(fn, "atol", atol)
+    check_count(fn, "max_steps", max_steps)
+    H = wrap_operator(fn, "matvec", matvec, g, "g")
+    dtype = real_dtype(g)
     radius = _prepare_radius(fn, radius, dtype)
     if max_steps is None:
         max_steps = 10 * tree_size(g)
@@ -209,8 +211,8 @@ def steihaug_cg(
     finite0 = jnp.isfinite(g_norm) & jnp.isfinite(radius)
     status0 = jnp.where(
         finite0,
-        jnp.where(g_norm <= tol, _status(SolverStatus.CONVERGED), jnp.int32(_RUNNING)),
-        _status(SolverStatus.NONFINITE),
+        jnp.where(g_norm <= tol, status_code(SolverStatus.CONVERGED), jnp.int32(_RUNNING)),
+        status_code(SolverStatus.NONFINITE),
     )
     zero = tree_zeros_like(g)
     r0 = tree_where(finite0, g, zero)
@@ -266,16 +268,18 @@ def steihaug_cg(
         )
         status = jnp.where(
             negative,
-            _status(SolverStatus.NEGATIVE_CURVATURE),
+            status_code(SolverStatus.NEGATIVE_CURVATURE),
             jnp.where(
                 crosses,
-                _status(SolverStatus.BOUNDARY),
+                status_code(SolverStatus.BOUNDARY),
                 jnp.where(
-                    jnp.sqrt(rr_next) <= tol, _status(SolverStatus.CONVERGED), jnp.int32(_RUNNING)
+                    jnp.sqrt(rr_next) <= tol,
+                    status_code(SolverStatus.CONVERGED),
+                    jnp.int32(_RUNNING),
                 ),
             ),
         )
-        status = jnp.where(nonfinite, _status(SolverStatus.NONFINITE), status)
+        status = jnp.where(nonfinite, status_code(SolverStatus.NONFINITE), status)
         new = (
             tree_where(exits, z_bound, z_next),
             r_new,
@@ -299,7 +303,7 @@ def steihaug_cg(
         status0,
     )
     z, _, _, _, model, r_norm, k, status = jax.lax.while_loop(cond, body, state)
-    status = jnp.where(status == _RUNNING, _status(SolverStatus.MAX_STEPS), status)
+    status = jnp.where(status == _RUNNING, status_code(SolverStatus.MAX_STEPS), status)
     hits = (status == int(SolverStatus.BOUNDARY)) | (status == int(SolverStatus.NEGATIVE_CURVATURE))
     return SteihaugResult(
         step=z,
@@ -379,9 +383,9 @@ def cauchy_point(
       Nocedal & Wright (2006), Numerical Optimization, 2nd ed., §4.1, Alg. 4.2.
     """
     fn = "cauchy_point"
-    _check_real_tree(fn, "g", g)
-    H = _wrap_operator(fn, "matvec", matvec, g, "g")
-    dtype = _real_dtype(g)
+    check_real_tree(fn, "g", g)
+    H = wrap_operator(fn, "matvec", matvec, g, "g")
+    dtype = real_dtype(g)
     radius = _prepare_radius(fn, radius, dtype)
     g_norm = tree_norm(g).astype(dtype)
     gHg = tree_vdot(g, H(g)).astype(dtype)
@@ -390,15 +394,17 @@ def cauchy_point(
     pred = t * g_norm * g_norm - 0.5 * t * t * gHg
     status = jnp.where(
         g_norm == 0,
-        _status(SolverStatus.CONVERGED),
+        status_code(SolverStatus.CONVERGED),
         jnp.where(
             gHg <= 0,
-            _status(SolverStatus.NEGATIVE_CURVATURE),
-            jnp.where(on_boundary, _status(SolverStatus.BOUNDARY), _status(SolverStatus.CONVERGED)),
+            status_code(SolverStatus.NEGATIVE_CURVATURE),
+            jnp.where(
+                on_boundary, status_code(SolverStatus.BOUNDARY), status_code(SolverStatus.CONVERGED)
+            ),
         ),
     )
     finite = jnp.isfinite(pred) & jnp.isfinite(t) & jnp.isfinite(radius)
-    status = jnp.where(finite, status, _status(SolverStatus.NONFINITE))
+    status = jnp.where(finite, status, status_code(SolverStatus.NONFINITE))
     return TrustRegionStepResult(
         step=tree_where(finite, step, tree_zeros_like(g)),
         predicted_reduction=jnp.where(finite, pred, 0.0),
@@ -458,11 +464,11 @@ def dogleg(
       method, eqs. 4.15–4.16). Powell (1970), A hybrid method for nonlinear equations.
     """
     fn = "dogleg"
-    _check_real_tree(fn, "g", g)
-    _check_nonnegative(fn, "rtol", rtol)
-    _check_steps(fn, "max_steps", max_steps)
-    H = _wrap_operator(fn, "matvec", matvec, g, "g")
-    dtype = _real_dtype(g)
+    check_real_tree(fn, "g", g)
+    check_nonnegative(fn, "rtol", rtol)
+    check_count(fn, "max_steps", max_steps)
+    H = wrap_operator(fn, "matvec", matvec, g, "g")
+    dtype = real_dtype(g)
     radius = _prepare_radius(fn, radius, dtype)
 
     g_norm = tree_norm(g).astype(dtype)
@@ -476,10 +482,10 @@ def dogleg(
         )
         cg_steps = sol.num_steps
     else:
-        _check_real_tree(fn, "newton_step", newton_step)
+        check_real_tree(fn, "newton_step", newton_step)
         check_same_structure(fn, "g", g, "newton_step", newton_step)
-        p_b = _cast_like(newton_step, g)
-        newton_ok = _all_finite(p_b)
+        p_b = cast_like(newton_step, g)
+        newton_ok = tree_all_finite(p_b)
         cg_steps = jnp.zeros((), jnp.int32)
     g_pb = tree_vdot(g, p_b).astype(dtype)
     usable = newton_ok & (gHg > 0) & (g_pb < 0) & jnp.isfinite(g_pb)
@@ -516,20 +522,20 @@ def dogleg(
     pred = -(tree_vdot(g, step) + 0.5 * tree_vdot(step, Hp)).astype(dtype)
 
     status_usable = jnp.where(
-        newton_inside, _status(SolverStatus.CONVERGED), _status(SolverStatus.BOUNDARY)
+        newton_inside, status_code(SolverStatus.CONVERGED), status_code(SolverStatus.BOUNDARY)
     )
     status = jnp.where(
         g_norm == 0,
-        _status(SolverStatus.CONVERGED),
-        jnp.where(usable, status_usable, _status(SolverStatus.NEGATIVE_CURVATURE)),
+        status_code(SolverStatus.CONVERGED),
+        jnp.where(usable, status_usable, status_code(SolverStatus.NEGATIVE_CURVATURE)),
     )
     hits = (g_norm > 0) & jnp.where(usable, ~newton_inside, c_boundary)
-    finite = jnp.isfinite(pred) & _all_finite(step)
+    finite = jnp.isfinite(pred) & tree_all_finite(step)
     return TrustRegionStepResult(
         step=tree_where(finite, step, tree_zeros_like(g)),
         predicted_reduction=jnp.where(finite, pred, 0.0),
         hits_boundary=finite & hits,
-        status=jnp.where(finite, status, _status(SolverStatus.NONFINITE)),
+        status=jnp.where(finite, status, status_code(SolverStatus.NONFINITE)),
         num_steps=cg_steps,
     )
 
@@ -639,9 +645,9 @@ def trust_region_exact(
       Alg. 4.3, Thm. 4.1.
     """
     fn = "trust_region_exact"
-    H, g = _check_matrix_and_rhs(fn, H, g, "g", allow_matrix_rhs=False)
-    _check_nonnegative(fn, "rtol", rtol)
-    _check_steps(fn, "max_steps", max_steps)
+    H, g = check_matrix_and_rhs(fn, H, g, "g", allow_matrix_rhs=False)
+    check_nonnegative(fn, "rtol", rtol)
+    check_count(fn, "max_steps", max_steps)
     dtype = H.dtype
     radius = _prepare_radius(fn, radius, dtype)
     n = H.shape[0]
@@ -650,12 +656,12 @@ def trust_region_exact(
 
     finite = jnp.all(jnp.isfinite(H)) & jnp.all(jnp.isfinite(g)) & jnp.isfinite(radius)
     finite = finite & (radius > 0)
-    H = jnp.where(finite, _symmetrize(H), jnp.zeros_like(H))
+    H = jnp.where(finite, symmetrize(H), jnp.zeros_like(H))
     g = jnp.where(finite, g, jnp.zeros_like(g))
     radius = jnp.where(finite, radius, 1.0)
 
     w, Q = jnp.linalg.eigh(H)
-    gh = jnp.matmul(Q.T, g, precision=_HIGHEST)
+    gh = jnp.matmul(Q.T, g, precision=HIGHEST)
 
     # Work in units where max|ĝ| = max|w| = 1, so that no square over- or underflows:
     # ĝ_s = ĝ/σ_g, w_s = w/σ_H, Δ_s = Δ σ_H/σ_g, and p = (σ_g/σ_H) p_s.
@@ -737,16 +743,18 @@ def trust_region_exact(
     # Feasibility: an unconverged secular iterate is scaled into the region.
     p_norm = _safe_norm(p_hat)
     p_hat = p_hat * jnp.minimum(1.0, radius / _safe(p_norm))
-    step = jnp.matmul(Q, p_hat, precision=_HIGHEST)
-    pred = -(jnp.dot(gh, p_hat, precision=_HIGHEST) + 0.5 * jnp.sum(w * p_hat * p_hat))
+    step = jnp.matmul(Q, p_hat, precision=HIGHEST)
+    pred = -(jnp.dot(gh, p_hat, precision=HIGHEST) + 0.5 * jnp.sum(w * p_hat * p_hat))
     multiplier = jnp.maximum(theta - w1, 0.0) * sigma_h
     multiplier = jnp.where(interior | (hard & ~hard_boundary), 0.0, multiplier)
 
     boundary = hard_boundary | secular
     status = jnp.where(
         interior | (hard & ~hard_boundary),
-        _status(SolverStatus.CONVERGED),
-        jnp.where(secular & ~done, _status(SolverStatus.MAX_STEPS), _status(SolverStatus.BOUNDARY)),
+        status_code(SolverStatus.CONVERGED),
+        jnp.where(
+            secular & ~done, status_code(SolverStatus.MAX_STEPS), status_code(SolverStatus.BOUNDARY)
+        ),
     )
     ok = finite & jnp.all(jnp.isfinite(step)) & jnp.isfinite(pred)
     zero = jnp.zeros((), dtype)
@@ -754,7 +762,7 @@ def trust_region_exact(
         step=jnp.where(ok, step, jnp.zeros_like(step)),
         predicted_reduction=jnp.where(ok, pred, zero),
         hits_boundary=ok & boundary,
-        status=jnp.where(ok, status, _status(SolverStatus.NONFINITE)),
+        status=jnp.where(ok, status, status_code(SolverStatus.NONFINITE)),
         num_steps=num_steps,
         multiplier=jnp.where(ok, multiplier, zero),
         hard_case=ok & hard_boundary,

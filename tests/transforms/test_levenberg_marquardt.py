@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 
 from newtonjax.experiments.problems import nist
 from newtonjax._objectives import composite_objective, least_squares_objective
-from newtonjax._transforms._gauss_newton import (
+from newtonjax._transforms._levenberg_marquardt import (
     levenberg_marquardt,
     scale_by_levenberg_marquardt,
     secular_damping,
