@@ -202,32 +202,46 @@ class TestSingularHessian:
 # --- least squares --------------------------------------------------------------
 
 
+def _linear_fit():
+    # r(p; M, y) = M p − y: p* = (MᵀM)⁻¹Mᵀy, nonlinear in M. Reference: JAX
+    # differentiating the closed form.
+    rng = np.random.default_rng(0)
+    m = jnp.asarray(rng.standard_normal((8, 3)))
+    y = jnp.asarray(rng.standard_normal(8))
+
+    def solution(m, y):
+        return nj.least_squares(lambda p, m, y: m @ p - y, jnp.zeros(3), args=(m, y)).params
+
+    def closed(m, y):
+        return jnp.linalg.solve(m.T @ m, m.T @ y)
+
+    return m, y, solution, closed
+
+
 class TestLeastSquares:
-    def test_linear_fit_matches_autodiff_of_the_normal_equations(self):
-        # r(p; M, y) = M p − y: p* = (MᵀM)⁻¹Mᵀy, nonlinear in M. Reference: JAX
-        # differentiating the closed form.
-        rng = np.random.default_rng(0)
-        m = jnp.asarray(rng.standard_normal((8, 3)))
-        y = jnp.asarray(rng.standard_normal(8))
+    @pytest.mark.parametrize(
+        "mode", [jax.jacrev, pytest.param(jax.jacfwd, marks=pytest.mark.slow)],
+        ids=["jacrev", "jacfwd"],
+    )  # fmt: skip
+    def test_linear_fit_matches_autodiff_of_the_normal_equations(self, mode):
+        m, y, solution, closed = _linear_fit()
+        got = jax.jit(mode(solution, argnums=(0, 1)))(m, y)
+        ref = mode(closed, argnums=(0, 1))(m, y)
+        for g, r in zip(got, ref, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-8, atol=1e-12)
 
-        def solution(m, y):
-            return nj.least_squares(lambda p, m, y: m @ p - y, jnp.zeros(3), args=(m, y)).params
-
-        def closed(m, y):
-            return jnp.linalg.solve(m.T @ m, m.T @ y)
+    @pytest.mark.slow
+    def test_linear_fit_hessian_matches_the_normal_equations(self):
+        m, y, solution, closed = _linear_fit()
 
         def scalar(fn):
             return lambda m, y: jnp.sum(jnp.sin(fn(m, y)))
 
-        for mode in (jax.jacfwd, jax.jacrev):
-            got = jax.jit(mode(solution, argnums=(0, 1)))(m, y)
-            ref = mode(closed, argnums=(0, 1))(m, y)
-            for g, r in zip(got, ref, strict=True):
-                np.testing.assert_allclose(g, r, rtol=1e-8, atol=1e-12)
         got = jax.jit(jax.hessian(scalar(solution), argnums=1))(m, y)
         ref = jax.hessian(scalar(closed), argnums=1)(m, y)
         np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-10)
 
+    @pytest.mark.slow
     def test_nonzero_residual_fit_matches_finite_differences(self):
         # A fit whose residual stays far from zero, so that JᵀJ is not the Hessian:
         # the data move with c (y = y0 + c·t), the fit is nonlinear in its parameters.
@@ -296,22 +310,36 @@ def test_central_differences_every_mode():
 BATCH = jnp.array([[0.3, -0.2, 0.5], [1.0, 0.5, -0.4], [-0.7, 0.1, 0.2], [0.0, 2.0, -1.0]])
 
 
-@pytest.mark.parametrize("lanes", [None, 2], ids=["vmap", "pool"])
-def test_derivatives_under_vmap_and_the_work_pool(lanes):
+def _batched_solution(lanes):
     def solution(a):
         return nj.minimize(
             quartic, jnp.zeros(3), args=(a,), method="newton", batch_lanes=lanes
         ).params
 
+    return solution
+
+
+@pytest.mark.parametrize("lanes", [None, 2], ids=["vmap", "pool"])
+def test_derivatives_under_vmap_and_the_work_pool(lanes):
+    solution = _batched_solution(lanes)
     dx = np.stack([np.diag(quartic_closed_form(a)[1]) for a in np.asarray(BATCH)])
-    for mode in (jax.jacfwd, jax.jacrev):
-        np.testing.assert_allclose(
-            jax.jit(jax.vmap(mode(solution)))(BATCH), dx, rtol=RTOL, atol=1e-12
-        )
+    np.testing.assert_allclose(
+        jax.jit(jax.vmap(jax.jacfwd(solution)))(BATCH), dx, rtol=RTOL, atol=1e-12
+    )
     # Differentiating the batched solve itself (the pool runs inside the rule).
     total = lambda b: jnp.sum(jax.vmap(solution)(b))  # noqa: E731
     np.testing.assert_allclose(
         jax.jit(jax.grad(total))(BATCH), np.diagonal(dx, axis1=1, axis2=2), rtol=RTOL
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [None, 2], ids=["vmap", "pool"])
+def test_jacrev_and_hessian_under_vmap_and_the_work_pool(lanes):
+    solution = _batched_solution(lanes)
+    dx = np.stack([np.diag(quartic_closed_form(a)[1]) for a in np.asarray(BATCH)])
+    np.testing.assert_allclose(
+        jax.jit(jax.vmap(jax.jacrev(solution)))(BATCH), dx, rtol=RTOL, atol=1e-12
     )
     x, dx1, d2x, _ = zip(*(quartic_closed_form(a) for a in np.asarray(BATCH)), strict=True)
     hess = jax.jit(jax.vmap(jax.hessian(lambda a: jnp.sum(solution(a) ** 2))))(BATCH)
