@@ -26,11 +26,11 @@ from newtonjax._curvature import (
     hessian_operator,
     hvp,
     jacobian_matrix,
+    jacobian_tvp,
+    jacobian_vp,
     jtj_vp,
-    jvp,
     materialize,
     taylor2,
-    vjp,
 )
 from newtonjax._objectives import (
     CompositeObjective,
@@ -47,19 +47,21 @@ from newtonjax._spectrum import (
 )
 from newtonjax._transforms._gauss_newton import (
     GaussNewtonInfo,
-    LevenbergMarquardtInfo,
     ScaleByGaussNewtonState,
-    ScaleByLevenbergMarquardtState,
     gauss_newton,
-    levenberg_marquardt,
     scale_by_gauss_newton,
-    scale_by_levenberg_marquardt,
 )
 from newtonjax._transforms._hessian_free import (
     HessianFreeInfo,
     ScaleByHessianFreeState,
     hessian_free,
     scale_by_hessian_free,
+)
+from newtonjax._transforms._levenberg_marquardt import (
+    LevenbergMarquardtInfo,
+    ScaleByLevenbergMarquardtState,
+    levenberg_marquardt,
+    scale_by_levenberg_marquardt,
 )
 from newtonjax._transforms._newton import NewtonInfo, ScaleByNewtonState, newton, scale_by_newton
 from newtonjax._transforms._trust_region import (
@@ -95,11 +97,11 @@ __all__ = [
     "hessian_operator",
     "hvp",
     "jacobian_matrix",
+    "jacobian_tvp",
+    "jacobian_vp",
     "jtj_vp",
-    "jvp",
     "materialize",
     "taylor2",
-    "vjp",
     # critical points
     "CriticalPoint",
     "CriticalPointKind",

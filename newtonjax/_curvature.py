@@ -1,6 +1,6 @@
 """Curvature primitives on pytrees: gradients, Jacobian, Hessian and GGN products.
 
-Layer 1 (imports only ``_tree`` and ``_objectives``). Every product is matrix-free and
+Layer 1 (imports only ``_checks``, ``_tree`` and ``_objectives``). Every product is matrix-free and
 built from ``jax.jvp``, ``jax.vjp`` and ``jax.linearize``; dense matrices are built
 only by the functions whose names say so (:func:`hessian_matrix`,
 :func:`jacobian_matrix`), in ``jax.flatten_util.ravel_pytree`` order.
@@ -24,15 +24,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from newtonjax._objectives import CompositeObjective
-from newtonjax._tree import (
-    PyTree,
+from newtonjax._checks import (
     check_float_tree,
     check_same_structure,
     check_scalar_output,
-    tree_ravel,
-    tree_vdot,
+    check_static_int,
 )
+from newtonjax._objectives import CompositeObjective
+from newtonjax._tree import PyTree, tree_ravel, tree_vdot
 
 __all__ = [
     "hvp",
@@ -42,8 +41,8 @@ __all__ = [
     "ggn_operator",
     "ggn_vp",
     "gauss_newton_operator",
-    "jvp",
-    "vjp",
+    "jacobian_vp",
+    "jacobian_tvp",
     "jtj_vp",
     "hessian_matrix",
     "jacobian_matrix",
@@ -235,7 +234,12 @@ def ggn_operator(
     *args: Any,
     **kwargs: Any,
 ) -> GGNOperator:
-    """Linearize the model once; return ``v -> Jᵀ ∇²ℓ J v`` with value and gradient.
+    """The GGN operator ``v -> Jᵀ ∇²ℓ J v`` of a model and an output loss given apart.
+
+    The model is linearized once; the operator carries the value and gradient of
+    ``output_loss_fn(model_fn(θ))``. For an objective built by
+    :func:`least_squares_objective` or :func:`composite_objective`, use
+    :func:`gauss_newton_operator`, which reads both functions off the objective.
 
     Args:
       model_fn: ``(params, *args, **kwargs) -> outputs``.
@@ -263,6 +267,10 @@ def gauss_newton_operator(
     objective: CompositeObjective, params: PyTree, *args: Any, **kwargs: Any
 ) -> GGNOperator:
     """The (generalized) Gauss–Newton operator of a structured objective.
+
+    What the update rules call: the objective itself says whether ``∇²ℓ = I``
+    (least squares, ``G = JᵀJ``), so no output-loss Hessian product is spent there.
+    For a model and an output loss given apart, use :func:`ggn_operator`.
 
     Args:
       objective: from :func:`least_squares_objective` (``G = JᵀJ``) or
@@ -331,32 +339,43 @@ def ggn_vp(
 # --------------------------------------------------------------- Jacobian products
 
 
-def jvp(residual_fn: Callable[..., PyTree], params: PyTree, v: PyTree, *args, **kwargs) -> PyTree:
+def jacobian_vp(
+    residual_fn: Callable[..., PyTree], params: PyTree, v: PyTree, *args, **kwargs
+) -> PyTree:
     """Jacobian-vector product ``J v`` of ``residual_fn`` at θ (the tangent only).
+
+    Unlike :func:`jax.jvp` it takes the point and one tangent (not tuples) and
+    returns only the tangent output.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import newtonjax as nj
-      >>> nj.jvp(lambda w: jnp.stack([w[0] * w[1], w[1]]), jnp.array([2.0, 3.0]), jnp.ones(2))
+      >>> r = lambda w: jnp.stack([w[0] * w[1], w[1]])
+      >>> nj.jacobian_vp(r, jnp.array([2.0, 3.0]), jnp.ones(2))
       Array([5., 1.], dtype=float32)
     """
-    check_float_tree("jvp", "params", params)
-    _check_vector("jvp", params, v)
+    check_float_tree("jacobian_vp", "params", params)
+    _check_vector("jacobian_vp", params, v)
     return jax.jvp(_bind(residual_fn, args, kwargs), (params,), (v,))[1]
 
 
-def vjp(residual_fn: Callable[..., PyTree], params: PyTree, u: PyTree, *args, **kwargs) -> PyTree:
-    """Vector-Jacobian product ``Jᵀ u`` of ``residual_fn`` at θ.
+def jacobian_tvp(
+    residual_fn: Callable[..., PyTree], params: PyTree, u: PyTree, *args, **kwargs
+) -> PyTree:
+    """Transposed-Jacobian product ``Jᵀ u`` of ``residual_fn`` at θ.
+
+    Unlike :func:`jax.vjp` it returns the product itself, not a function.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import newtonjax as nj
-      >>> nj.vjp(lambda w: jnp.stack([w[0] * w[1], w[1]]), jnp.array([2.0, 3.0]), jnp.ones(2))
+      >>> r = lambda w: jnp.stack([w[0] * w[1], w[1]])
+      >>> nj.jacobian_tvp(r, jnp.array([2.0, 3.0]), jnp.ones(2))
       Array([3., 3.], dtype=float32)
     """
-    check_float_tree("vjp", "params", params)
+    check_float_tree("jacobian_tvp", "params", params)
     out, vjp_fn = jax.vjp(_bind(residual_fn, args, kwargs), params)
-    check_same_structure("vjp", "residual_fn(params)", out, "u", u)
+    check_same_structure("jacobian_tvp", "residual_fn(params)", out, "u", u)
     return vjp_fn(u)[0]
 
 
@@ -479,10 +498,9 @@ def hessian_diag(
       >>> nj.hessian_diag(lambda w: jnp.sum(w**3) + w[0] * w[1], jnp.array([1.0, 2.0]))
       Array([ 6., 12.], dtype=float32)
     """
-    if isinstance(num_samples, int) and num_samples < 1:
-        raise ValueError(f"hessian_diag: num_samples must be >= 1, got {num_samples}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"hessian_diag: batch_size must be >= 1 or None, got {batch_size}")
+    check_static_int("hessian_diag", "num_samples", num_samples)
+    if batch_size is not None:
+        check_static_int("hessian_diag", "batch_size", batch_size)
     op = hessian_operator(f, params, *args, **kwargs)
     flat, unravel = tree_ravel(params)
     n = flat.shape[0]

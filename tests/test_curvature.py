@@ -238,7 +238,10 @@ class TestJacobian(chex.TestCase):
         flat_p, unravel = ravel_pytree(params)
         jac = jax.jacrev(lambda x: self.residual(unravel(x)))(flat_p)  # independent of nj
         jv, jtu = self.variant(
-            lambda p, v, u: (nj.jvp(self.residual, p, v), nj.vjp(self.residual, p, u))
+            lambda p, v, u: (
+                nj.jacobian_vp(self.residual, p, v),
+                nj.jacobian_tvp(self.residual, p, u),
+            )
         )(params, v, u)
         np.testing.assert_allclose(jv, jac @ flat(v), rtol=RTOL)
         np.testing.assert_allclose(flat(jtu), jac.T @ u, rtol=RTOL)
@@ -409,4 +412,4 @@ class TestBadInput:
 
     def test_vjp_cotangent_shape(self):
         with pytest.raises(ValueError, match="u"):
-            nj.vjp(lambda w: w**2, jnp.ones(3), jnp.ones(4))
+            nj.jacobian_tvp(lambda w: w**2, jnp.ones(3), jnp.ones(4))
