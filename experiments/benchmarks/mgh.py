@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import subprocess
 import time
 import warnings
 
@@ -242,6 +243,19 @@ def summary(rows) -> str:
     return "\n".join(lines)
 
 
+def code_version() -> str:
+    """The commit of the checkout, and whether ``newtonjax/`` differs from it."""
+    root = __file__.rsplit("/experiments/", 1)[0]
+
+    def git(*args):
+        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "newtonjax")
+    return f"commit {sha}" + (" with uncommitted changes in newtonjax/" if dirty else "")
+
+
 def section(rows, command: str, seconds: float) -> str:
     info = machine_info()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -251,6 +265,7 @@ def section(rows, command: str, seconds: float) -> str:
         f"Command: `{command}`  \nDate: {date}  \n"
         f"Machine: {info['cpu']}, {info['cores']}; device {info['device']}  \n"
         f"Versions: {versions}; XLA_FLAGS {info['xla_flags']}  \n"
+        f"Code: {code_version()}  \n"
         f"Run: {seconds:.0f} s in all (mostly compiling).\n\n"
         "The 40 standard cases of Moré, Garbow & Hillstrom (1981), "
         "`newtonjax.experiments.problems.mgh`, each solver at its default settings, "
