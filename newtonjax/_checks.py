@@ -35,6 +35,8 @@ __all__ = [
     "check_count",
     "check_static_int",
     "check_choice",
+    "is_concrete",
+    "check_finite_tree",
     "check_float_tree",
     "check_real_tree",
     "check_same_structure",
@@ -230,3 +232,25 @@ def check_scalar_output(fn_name: str, out: Any) -> None:
         raise TypeError(
             f"{fn_name}: the objective must return a real floating-point scalar, got dtype {dtype}"
         )
+
+
+def is_concrete(tree: PyTree) -> bool:
+    """Whether no leaf of ``tree`` is a tracer (its values can be read on the host)."""
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+def check_finite_tree(fn_name: str, name: str, tree: PyTree, hint: str = "") -> None:
+    """Raise ``ValueError`` naming the leaf of a concrete ``tree`` that holds NaN or inf.
+
+    A traced ``tree`` passes unchecked (its values are not known yet).
+    """
+    if not is_concrete(tree):
+        return
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            where = jax.tree_util.keystr(path)
+            bad = int(np.sum(~np.isfinite(arr)))
+            raise ValueError(
+                f"{fn_name}: {name}{where} has {bad} non-finite value(s) of {arr.size}{hint}"
+            )

@@ -58,6 +58,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from newtonjax import linalg
+from newtonjax._checks import (
+    check_finite_tree,
+    check_float_tree,
+    check_same_structure,
+    check_scalar_output,
+    is_concrete,
+)
 from newtonjax._curvature import (
     gauss_newton_operator,
     hessian_diag,
@@ -66,13 +73,7 @@ from newtonjax._curvature import (
     jacobian_matrix,
 )
 from newtonjax._objectives import CompositeObjective, LeastSquaresObjective
-from newtonjax._tree import (
-    PyTree,
-    check_float_tree,
-    check_same_structure,
-    check_scalar_output,
-    tree_ravel,
-)
+from newtonjax._tree import HIGHEST, PyTree, tree_ravel
 
 __all__ = [
     "CURVATURES",
@@ -88,29 +89,10 @@ CURVATURES: tuple[str, ...] = ("hessian", "ggn")
 #: Valid ``structure`` arguments of :func:`laplace`.
 STRUCTURES: tuple[str, ...] = ("full", "diag", "lowrank")
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ------------------------------------------------------------------ small helpers
-
-
-def _is_concrete(tree: PyTree) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
-
-
-def _check_finite(fn_name: str, name: str, tree: PyTree, hint: str = "") -> None:
-    """Raise ``ValueError`` naming the leaf of a concrete ``tree`` that holds NaN/inf."""
-    if not _is_concrete(tree):
-        return
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            where = jax.tree_util.keystr(path)
-            bad = int(np.sum(~np.isfinite(arr)))
-            raise ValueError(
-                f"{fn_name}: {name}{where} has {bad} non-finite value(s) of {arr.size}{hint}"
-            )
 
 
 def _bind(f: Callable, args: tuple) -> Callable:
@@ -118,7 +100,7 @@ def _bind(f: Callable, args: tuple) -> Callable:
 
 
 def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.matmul(a, b, precision=_HIGHEST)
+    return jnp.matmul(a, b, precision=HIGHEST)
 
 
 def _is_array_tree(tree: PyTree) -> bool:
@@ -135,7 +117,7 @@ def _maybe_jit(core: Callable, fun: Callable, *dynamic: Any, **static: Any):
     repeated calls with the same ``fun`` reuse it. Data that is not made of arrays
     (or an unhashable ``fun``) runs without the cache.
     """
-    if not _hashable(fun) or not _is_array_tree(dynamic) or not _is_concrete(dynamic):
+    if not _hashable(fun) or not _is_array_tree(dynamic) or not is_concrete(dynamic):
         return core(fun, *dynamic, **static)
     return _jitted(core)(fun, *dynamic, **static)
 
@@ -249,7 +231,7 @@ def parameter_covariance(
     if not callable(residual_fn):
         raise TypeError(f"{fn}: residual_fn must be callable, got {type(residual_fn).__name__}")
     check_float_tree(fn, "params", params)
-    _check_finite(fn, "params", params)
+    check_finite_tree(fn, "params", params)
 
     def rb(p):
         return residual_fn(p, *args, **kwargs)
@@ -267,9 +249,9 @@ def parameter_covariance(
             f"s² = ‖r‖²/(m − n); got m = {m} residuals for n = {n} parameters"
         )
     cov, r, J, s = _maybe_jit(_covariance_core, residual_fn, params, args, kwargs)
-    if _is_concrete((cov, s)):
-        _check_finite(fn, "residual_fn(params)", r)
-        _check_finite(fn, "the Jacobian of residual_fn", J)
+    if is_concrete((cov, s)):
+        check_finite_tree(fn, "residual_fn(params)", r)
+        check_finite_tree(fn, "the Jacobian of residual_fn", J)
         threshold = max(m, n) * float(jnp.finfo(s.dtype).eps) * float(s[0])
         if not float(s[-1]) > threshold:
             rank = int(np.sum(np.asarray(s) > threshold))
@@ -291,7 +273,7 @@ def _covariance_core(residual_fn, params, args, kwargs):
     _, s, vt = jnp.linalg.svd(J, full_matrices=False)
     threshold = max(m, n) * jnp.finfo(J.dtype).eps * s[0]
     full_rank = s[-1] > threshold
-    s2 = jnp.vdot(r, r, precision=_HIGHEST).real / (m - n)
+    s2 = jnp.vdot(r, r, precision=HIGHEST).real / (m - n)
     w = vt.T / jnp.where(full_rank, s, 1.0)  # V Σ⁻¹
     cov = s2 * _matmul(w, w.T)
     ok = full_rank & jnp.all(jnp.isfinite(cov))
@@ -478,7 +460,7 @@ class LaplacePosterior:
         delta = jnp.asarray(self.prior_precision, flat.dtype)
         positive = delta > 0
         safe = jnp.where(positive, delta, 1.0)
-        prior = -0.5 * delta * jnp.vdot(flat, flat, precision=_HIGHEST) + 0.5 * n * (
+        prior = -0.5 * delta * jnp.vdot(flat, flat, precision=HIGHEST) + 0.5 * n * (
             jnp.log(safe) - _LOG_2PI
         )
         prior = jnp.where(positive, prior, 0.0)
@@ -759,7 +741,7 @@ def laplace(
             f"{type(fun).__name__}; or use curvature='hessian'"
         )
     check_float_tree(fn, "params", params)
-    _check_finite(fn, "params", params)
+    check_finite_tree(fn, "params", params)
     flat, unravel = tree_ravel(params)
     n = flat.shape[0]
     dtype = flat.dtype
@@ -787,7 +769,7 @@ def laplace(
             f"{fn}: prior_precision must be a scalar (the prior is N(0, I/δ)), got shape "
             f"{delta.shape}"
         )
-    if _is_concrete(delta) and not (float(delta) >= 0 and math.isfinite(float(delta))):
+    if is_concrete(delta) and not (float(delta) >= 0 and math.isfinite(float(delta))):
         raise ValueError(f"{fn}: prior_precision must be finite and >= 0, got {float(delta)}")
     delta = delta.astype(dtype)
 
@@ -796,8 +778,8 @@ def laplace(
         _laplace_core, fun, params, args, delta, key,
         curvature=curvature, structure=structure, rank=rank, num_samples=num_samples,
     )  # fmt: skip
-    if _is_concrete((post, smallest)):
-        _check_finite(fn, "fun(params)", post.value)
+    if is_concrete((post, smallest)):
+        check_finite_tree(fn, "fun(params)", post.value)
         if not bool(post.finite):
             raise ValueError(
                 f"{fn}: the curvature at params is not finite (NaN or inf); check that "
