@@ -5,13 +5,16 @@ direction, the search optax's backtracking line search starting at step 1.
 
 The direction solves ``B u = g`` where ``B`` is the Hessian made positive definite:
 
-* ``modification="shift"`` (default): ``B = H + τI`` with the smallest ``τ ≥ damping``
-  that makes ``λ_min(B) ≥ δ = max(damping, sqrt(ε)·max(1, ‖H‖₂))`` (eigenvalue shift,
-  Nocedal & Wright 2006 §3.4, eq. 3.41). ``damping`` is thus both the minimum shift
-  and the smallest curvature a modified Hessian may have: it bounds the step along
-  negative-curvature directions by ``‖g‖ / damping``.
-  A positive definite Hessian is tried first by Cholesky; only when that fails is
-  the spectrum computed.
+* ``modification="shift"`` (default): Cholesky with added multiple of the identity
+  (Nocedal & Wright 2006, §3.4, Alg. 3.3). When ``H + damping·I`` is numerically
+  positive definite (its Cholesky factorization succeeds with finite factors and
+  every pivot ``L_ii²`` above rounding, ``L_ii² > n·ε·H_ii``), ``B = H + damping·I``
+  unmodified, however ill-conditioned: the full step is then the Newton step and
+  convergence is quadratic. Otherwise ``B = H + τI`` with the smallest
+  ``τ ≥ damping`` that makes ``λ_min(B) ≥ δ = max(damping, sqrt(ε)·max(1, ‖H‖₂))``
+  (eigenvalue shift, N&W eq. 3.41): the floor, relative to the Hessian's scale,
+  applies only where a shift is needed, and bounds the step along
+  negative-curvature directions by ``‖g‖ / δ``.
 * ``saddle_free=True``: ``B = |H| = V |Λ| Vᵀ`` (eigenvalues floored at ``δ``), the
   saddle-free Newton direction of Dauphin et al. (2014) that is repelled by
   saddles instead of attracted to them.
@@ -19,8 +22,9 @@ The direction solves ``B u = g`` where ``B`` is the Hessian made positive defini
   non-finite system yields a zero update and ``info.singular`` set.
 * ``solver="cg"``: matrix-free Newton–CG (N&W Alg. 7.1) on ``H + damping·I`` with
   Hessian-vector products from one linearized gradient; CG stops at negative
-  curvature and returns the last iterate (the gradient itself on the first
-  iteration), which is a descent direction.
+  curvature and returns the last iterate; when that iterate is not a descent
+  direction (negative curvature on the first iteration leaves it at 0), the
+  direction is the gradient itself, i.e. steepest descent (N&W Alg. 7.1).
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from newtonjax import linalg
 from newtonjax._checks import check_choice, check_count, check_positive, is_python_number
 from newtonjax._curvature import hessian_operator
 from newtonjax._transforms._common import bind_value_fn, chain_with_linesearch
-from newtonjax._tree import PyTree, tree_axpy, tree_dtype, tree_norm, tree_ravel, tree_where
+from newtonjax._tree import (
+    PyTree,
+    tree_axpy,
+    tree_dtype,
+    tree_norm,
+    tree_ravel,
+    tree_vdot,
+    tree_where,
+)
 
 __all__ = ["NewtonInfo", "ScaleByNewtonState", "scale_by_newton", "newton"]
 
@@ -124,9 +136,11 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
         x = jax.scipy.linalg.cho_solve((chol, True), g)
         # A failed factorization is NaN, and so is the solve: one O(n) test.
         ok = jnp.all(jnp.isfinite(x))
-        # Cholesky succeeding on a numerically semidefinite matrix still needs the
-        # floor δ: check the smallest pivot against it.
-        pivot_ok = jnp.min(jnp.diagonal(chol)) ** 2 > _floor(jnp.diagonal(hess))
+        # Numerically positive definite: each pivot L_ii² = H_ii − Σ_k L_ik² above
+        # its rounding error (about n·ε·H_ii). The test is invariant under diagonal
+        # scaling D H D, so a badly scaled but positive definite H passes.
+        eps = jnp.finfo(hess.dtype).eps
+        pivot_ok = jnp.all(jnp.diagonal(chol) ** 2 > n * eps * jnp.abs(jnp.diagonal(shifted)))
         return x, ok & pivot_ok
 
     x_chol, ok = cholesky_branch(None)
@@ -164,7 +178,8 @@ def scale_by_newton(
 
     Args:
       damping: ``τ ≥ damping`` is always added to the Hessian (Levenberg-style
-        regularization); with ``modification="shift"`` it is the minimum shift.
+        regularization); with ``modification="shift"`` it is the minimum shift,
+        and the default 0 leaves a positive definite Hessian unmodified.
       solver: ``"dense"`` (the Hessian as an ``n × n`` matrix, Cholesky with
         eigenvalue fallback; for small ``n``) or ``"cg"`` (matrix-free Newton–CG).
       modification: ``"shift"`` (positive definite by eigenvalue shift) or
@@ -232,10 +247,11 @@ def scale_by_newton(
             else:
                 rtol = cg_rtol
             result = linalg.cg(matvec, updates, rtol=rtol, max_steps=max_cg_steps)
-            first_step_negative = (result.num_steps == 0) | ~jnp.all(
-                jnp.isfinite(tree_ravel(result.x)[0])
-            )
-            direction = tree_where(first_step_negative, updates, result.x)
+            # Negative curvature on the first CG iteration leaves x = 0: fall back
+            # to the gradient (steepest descent, N&W Alg. 7.1) whenever the CG
+            # iterate is not a descent direction (uᵀg > 0; NaN fails the test).
+            descent = tree_vdot(result.x, updates) > 0
+            direction = tree_where(descent, result.x, updates)
             info = info._replace(
                 damping=jnp.asarray(damping, dtype),
                 modified=result.status == linalg.SolverStatus.NEGATIVE_CURVATURE,

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+import newtonjax as nj
 from newtonjax._transforms._newton import newton, scale_by_newton
 
 RTOL = 1e-12
@@ -101,6 +102,42 @@ class TestDirection(chex.TestCase):
         np.testing.assert_allclose(cgu, dense, rtol=1e-9)
         np.testing.assert_allclose(dense, np.linalg.solve(jax.hessian(f)(w), g), rtol=1e-12)
         assert 1 <= int(state.info.cg_steps) <= 6
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ill_conditioned_positive_definite_hessian_is_not_modified(self):
+        # λ = 1e-6 .. 1e6: positive definite, so no shift (N&W Alg. 3.3) and the
+        # direction is exactly H⁻¹g, however far below sqrt(ε)·‖H‖ λ_min lies.
+        h = np.diag([1e-6, 1.0, 1e6])
+        f = lambda w: 0.5 * w @ jnp.asarray(h) @ w  # noqa: E731
+        g = jnp.asarray(np.random.default_rng(0).standard_normal(3))
+        w = jnp.zeros(3)
+        tx = scale_by_newton()
+        u, state = self.variant(lambda g, s, p: tx.update(g, s, p, value_fn=f))(g, tx.init(w), w)
+        np.testing.assert_allclose(u, np.linalg.solve(h, np.asarray(g)), rtol=1e-10)
+        assert not bool(state.info.modified)
+        assert float(state.info.damping) == 0.0
+
+    def test_minimize_solves_ill_conditioned_quadratic_in_one_step(self):
+        h = jnp.diag(jnp.array([1e-6, 1.0, 1e6]))
+        target = jnp.array([1.0, -2.0, 3.0])
+        f = lambda w: 0.5 * (w - target) @ h @ (w - target)  # noqa: E731
+        result = nj.minimize(f, jnp.zeros(3), method="newton")
+        np.testing.assert_allclose(result.params, target, rtol=1e-10)
+        assert int(result.num_steps) <= 2  # the Newton step, then the gtol test
+        assert float(f(result.params)) <= 1e-20
+
+    def test_cg_negative_curvature_on_first_iteration_falls_back_to_gradient(self):
+        # H = [[2, 1], [1, -2]] and gᵀHg < 0 at w: CG stops before its first step.
+        h = np.array([[2.0, 1.0], [1.0, -2.0]])
+        f = lambda w: 0.5 * w @ jnp.asarray(h) @ w  # noqa: E731
+        w = jnp.array([0.1, 1.0])
+        g = jax.grad(f)(w)
+        assert float(g @ h @ g) < 0
+        tx = scale_by_newton(solver="cg")
+        u, state = tx.update(g, tx.init(w), w, value_fn=f)
+        assert float(jnp.vdot(u, g)) > 0  # -u is a descent direction
+        np.testing.assert_allclose(u, g, rtol=RTOL)  # steepest descent
+        assert bool(state.info.modified)
 
     def test_pure_step_on_singular_hessian_is_zero_not_nan(self):
         f = lambda w: jnp.sum(w[:1] ** 2)  # noqa: E731  (H = diag(2, 0))
