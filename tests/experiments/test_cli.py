@@ -268,7 +268,16 @@ SMOKE = {
 }
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+# Configs whose smoke run compiles for most of a minute (MLPs on the digits data, a
+# sweep of logistic regressions): in the slow run; every config still validates above.
+HEAVY = {"mlp_digits", "mlp_spectrum", "logistic_regression"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in HEAVY else p for p in CONFIGS],
+    ids=lambda p: p.name,
+)
 def test_smoke_variant_of_every_config_runs(path, tmp_path, capsys):
     overrides = ["run.steps=3", "run.progress=false", *SMOKE.get(path.stem, [])]
     code, _, err = run_cli(["run", path, *overrides, "--output-dir", tmp_path], capsys)
