@@ -15,7 +15,7 @@ import pytest
 import newtonjax as nj
 
 RTOL = 1e-7  # the solves stop at ‖∇f‖∞ <= 1e-10 (float64 default)
-TIGHT = {"gtol": 1e-13, "ftol": 0.0, "xtol": 0.0}
+TIGHT = {"gtol": 0.0, "gtol_abs": 1e-13, "ftol": 0.0, "xtol": 0.0}
 
 
 # --- a separable quartic with a closed-form solution --------------------------

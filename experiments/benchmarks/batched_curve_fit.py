@@ -313,7 +313,8 @@ def jax_contender(name: str) -> Callable:
 
         def solve(x0, y):
             res = nj.least_squares(
-                residual_jax, x0, args=(y,), maxiter=MAXITER, gtol=TOL, ftol=TOL, xtol=TOL
+                residual_jax, x0, args=(y,), maxiter=MAXITER, gtol=0.0, gtol_abs=TOL, ftol=TOL,
+                xtol=TOL,
             )
             return res.params, res.num_steps, res.success
 

@@ -243,7 +243,7 @@ def nj_solver(method: Any, options: dict | None = None) -> Callable:
         tx = method(X, y) if callable(method) and not isinstance(method, str) else method
         result = nj.minimize(
             loss, w0, args=(X, y), method=tx, options=options,
-            gtol=GTOL, ftol=0.0, xtol=0.0, maxiter=MAXITER,
+            gtol=0.0, gtol_abs=GTOL, ftol=0.0, xtol=0.0, maxiter=MAXITER,
         )  # fmt: skip
         return {
             "params": result.params,
@@ -802,7 +802,8 @@ def eager_call_times(n: int, calls: int = 3) -> tuple[list[float], float]:
 
     def call():
         result = nj.minimize(
-            loss, prob.w0, args=(prob.X, prob.y), method="newton", gtol=GTOL, ftol=0.0, xtol=0.0
+            loss, prob.w0, args=(prob.X, prob.y), method="newton", gtol=0.0, gtol_abs=GTOL,
+            ftol=0.0, xtol=0.0,
         )
         return jax.block_until_ready(result.params)
 
@@ -887,8 +888,8 @@ def trust_region_boundary_steps(n: int) -> tuple[int, int]:
 
     def solve(w0, X, y):
         return nj.minimize(
-            loss, w0, args=(X, y), method="trust_region", gtol=GTOL, ftol=0.0, xtol=0.0,
-            maxiter=MAXITER, history=True,
+            loss, w0, args=(X, y), method="trust_region", gtol=0.0, gtol_abs=GTOL, ftol=0.0,
+            xtol=0.0, maxiter=MAXITER, history=True,
         )  # fmt: skip
 
     result = jax.jit(solve)(*prob.args)
@@ -1262,9 +1263,9 @@ def section_text(result: dict[str, Any], command: str, note: str) -> str:
         "Problem: L2-regularized logistic regression `mean(softplus(−y·Xw)) + ½λ‖w‖²`, "
         f"λ = {L2:g}, m = {SAMPLES_PER_FEATURE}n samples, X standard normal, labels from the "
         "logistic model of a random w_true, w0 = 0, float64, seeded. Every contender stops "
-        f"at ‖∇f‖∞ ≤ {GTOL:g} (newtonjax with `gtol={GTOL:g}, ftol=0, xtol=0`; scipy by a "
-        "callback on the same test, its own tests off; optimistix by its Cauchy test with "
-        f"rtol = atol = {OPTX_TOL:g}, which lands below); ‖∇f‖∞ and f are recomputed "
+        f"at ‖∇f‖∞ ≤ {GTOL:g} (newtonjax with `gtol=0, gtol_abs={GTOL:g}, ftol=0, xtol=0`; "
+        "scipy by a callback on the same test, its own tests off; optimistix by its Cauchy "
+        f"test with rtol = atol = {OPTX_TOL:g}, which lands below); ‖∇f‖∞ and f are recomputed "
         "independently. Timing: every contender is compiled (trace + lower + XLA compile "
         "of the whole solve; for scipy, of its jitted callbacks) and called once to warm "
         f"up, then timed in round-robin rounds in a seeded random order: at least "

@@ -144,6 +144,7 @@ def minimize(
     gtol: float | jax.Array | None = None,
     ftol: float | jax.Array | None = None,
     xtol: float | jax.Array | None = None,
+    gtol_abs: float | jax.Array | None = None,
     stall_limit: int = 25,
     history: bool = False,
     verbose: bool = False,
@@ -160,14 +161,19 @@ def minimize(
     minimum-norm tangent, which is exact for every quantity that is constant along
     the valley. ``x0`` has zero derivative.
 
-    Stopping rules (first hit wins): ``‖∇f‖∞ <= gtol`` (absolute); an accepted step
+    Stopping rules (first hit wins; formulas and dtype defaults in
+    :func:`newtonjax._solve._settings.default_tolerances`): a scale-invariant
+    gradient test ``max_i |g_i|·max(|x_i|, |x0_i|) / |f| <= gtol`` (Dennis &
+    Schnabel's relative gradient; MINPACK's cosine for least squares); the absolute
+    ``‖∇f‖∞ <= gtol_abs`` only when ``gtol_abs`` is given; an accepted step
     with ``f_old − f_new <= ftol·max(|f_old|, |f_new|)``, or, for rules that test
     their steps (trust region, Levenberg–Marquardt, Hessian-free), a model-predicted
     reduction below ``ftol·|f|`` at a finite trial point; an accepted step with
-    ``‖Δx‖ <= xtol·(xtol + ‖x‖)``; ``stall_limit`` consecutive iterations without
-    decrease (the rounding limit: ``Status.STALLED``); ``maxiter`` iterations
-    (rejected steps included). Defaults: float64 ``gtol=1e-10, ftol=1e-15,
-    xtol=1e-12``; float32 ``gtol=1e-5, ftol=1e-6, xtol=1e-6``.
+    ``max_i |Δx_i| / (xtol + |x_i|) <= xtol``; ``stall_limit`` consecutive
+    iterations without decrease (the rounding limit: ``Status.STALLED``);
+    ``maxiter`` iterations (rejected steps included). Defaults: float64
+    ``gtol=1e-10, ftol=1e-15, xtol=1e-12``; float32 ``gtol=1e-5, ftol=1e-6,
+    xtol=1e-6``; no ``gtol_abs``.
 
     Args:
       fun: scalar objective ``fun(x, *args)``; for ``"gauss_newton"`` and
@@ -182,9 +188,12 @@ def minimize(
         ``value`` and ``grad``; its updates are added to ``x``).
       options: keyword arguments of the method's alias (e.g. ``initial_radius``).
       maxiter: iteration cap (static).
-      gtol: gradient tolerance.
+      gtol: tolerance of the scale-invariant gradient test (not an absolute
+        bound on ``‖∇f‖∞``; see ``default_tolerances``); 0 turns it off.
       ftol: relative function-decrease tolerance.
       xtol: relative step tolerance.
+      gtol_abs: absolute tolerance on ``‖∇f‖∞``; ``None`` (default): no absolute
+        test.
       stall_limit: iterations without decrease before ``Status.STALLED``.
       history: record value, gradient norm, step norm and damping/radius per
         iteration in ``result.history`` (arrays of length ``maxiter + 1``).
@@ -217,7 +226,7 @@ def minimize(
     """
     return _solve(
         "minimize", fun, x0, args, method, options, maxiter=maxiter, gtol=gtol, ftol=ftol,
-        xtol=xtol, stall_limit=stall_limit, history=history, verbose=verbose,
+        xtol=xtol, gtol_abs=gtol_abs, stall_limit=stall_limit, history=history, verbose=verbose,
         batch_lanes=batch_lanes,
     )  # fmt: skip
 
@@ -233,6 +242,7 @@ def least_squares(
     gtol: float | jax.Array | None = None,
     ftol: float | jax.Array | None = None,
     xtol: float | jax.Array | None = None,
+    gtol_abs: float | jax.Array | None = None,
     stall_limit: int = 25,
     history: bool = False,
     verbose: bool = False,
@@ -242,8 +252,10 @@ def least_squares(
 
     The same loop as :func:`minimize` on :func:`least_squares_objective`, so the
     Gauss–Newton methods see the residual structure; ``result.value`` is
-    ``½‖r‖²`` (scipy's ``cost``). All stopping rules and defaults are those of
-    :func:`minimize`.
+    ``½‖r‖²`` (scipy's ``cost``). The stopping rules and defaults are those of
+    :func:`minimize` (see ``newtonjax._solve._settings.default_tolerances``), with
+    MINPACK's cosine ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖) <= gtol`` as the gradient test
+    (Moré, Garbow & Hillstrom 1980); ``gtol_abs`` adds an absolute ``‖Jᵀr‖∞`` test.
 
     Derivatives with respect to ``args`` use the full Hessian of ``½‖r‖²``,
     ``JᵀJ + Σᵢ rᵢ ∇²rᵢ``, not the Gauss–Newton ``JᵀJ``: the two agree only at zero
@@ -258,9 +270,12 @@ def least_squares(
         method of :func:`minimize`.
       options: keyword arguments of the method's alias.
       maxiter: iteration cap.
-      gtol: gradient tolerance (absolute, on ``‖Jᵀr‖∞``).
+      gtol: tolerance of MINPACK's cosine test ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)``
+        (scale-invariant; not an absolute bound on ``‖Jᵀr‖∞``; see
+        ``default_tolerances``); 0 turns it off.
       ftol: relative decrease tolerance.
       xtol: relative step tolerance.
+      gtol_abs: absolute tolerance on ``‖Jᵀr‖∞``; ``None`` (default): none.
       stall_limit: iterations without decrease before ``Status.STALLED``.
       history: record per-iteration values.
       verbose: print each iteration.
@@ -282,8 +297,8 @@ def least_squares(
 
     The default ``"levenberg_marquardt"`` is Moré's (1978) trust-region variant with
     Marquardt scaling and geodesic acceleration (see :func:`levenberg_marquardt`);
-    it reaches the certified values of all 54 NIST StRD cases (LRE ≥ 6) with
-    ``gtol=0``.
+    it reaches the certified values of all 54 NIST StRD cases (LRE ≥ 6) at the
+    default tolerances.
 
     References:
       Moré (1978), "The Levenberg–Marquardt algorithm: implementation and theory";
@@ -299,7 +314,8 @@ def least_squares(
         _check_residuals(fn_name, residual_fn, x0, args)
     return _solve(
         fn_name, LeastSquaresObjective(residual_fn), x0, args, method, options,
-        maxiter=maxiter, gtol=gtol, ftol=ftol, xtol=xtol, stall_limit=stall_limit,
+        maxiter=maxiter, gtol=gtol, ftol=ftol, xtol=xtol, gtol_abs=gtol_abs,
+        stall_limit=stall_limit,
         history=history, verbose=verbose, batch_lanes=batch_lanes,
     )  # fmt: skip
 

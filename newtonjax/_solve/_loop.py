@@ -18,7 +18,8 @@ from newtonjax._objectives import CompositeObjective, LeastSquaresObjective
 from newtonjax._solve import _protocol
 from newtonjax._solve._methods import Method
 from newtonjax._solve._result import NO_SUBPROBLEM, RUNNING, SUCCESS, SolveResult, Status
-from newtonjax._solve._settings import Settings
+from newtonjax._solve._settings import COSINE_JACOBIAN_MAX, Settings
+from newtonjax._transforms._levenberg_marquardt import gradient_cosine
 from newtonjax._tree import (
     PyTree,
     tree_add,
@@ -46,6 +47,7 @@ class Carry(NamedTuple):
     num_curvature: jax.Array
     subproblem_status: jax.Array
     history: Any
+    x0_scale: jax.Array  # |x0| (flat): the typical size of x in the relative gradient test
 
 
 class Solver(NamedTuple):
@@ -84,11 +86,44 @@ def _norms(new_grad, updates, new_params, xtol, dtype) -> _Norms:
     return _Norms(*jnp.max(rows, axis=1, initial=0.0))
 
 
+def relative_gradient(grad, params, x0_scale, value, dtype) -> jax.Array:
+    """Dennis & Schnabel's (1983, §7.2) relative gradient with the problem's scales:
+    ``max_i |g_i|·s_i / max(|f|, tiny)``, ``s_i = max(|x_i|, |x0_i|)`` (1 where both
+    are 0); an exactly zero component counts 0 (see :func:`default_tolerances`)."""
+    g = jnp.abs(tree_ravel(grad)[0].astype(dtype))
+    scale = jnp.maximum(jnp.abs(tree_ravel(params)[0].astype(dtype)), x0_scale)
+    scale = jnp.where(scale == 0, 1.0, scale)
+    f_scale = jnp.maximum(jnp.abs(value).astype(dtype), jnp.finfo(dtype).tiny)
+    return jnp.max(jnp.where(g == 0, 0.0, g * scale / f_scale), initial=0.0)
+
+
+def jacobian_cosine(value_fn: LeastSquaresObjective, params, value, grad, dtype) -> jax.Array:
+    """MINPACK's cosine test at ``params`` with ``J`` formed there (``n`` forward
+    products): ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)``."""
+    flat, unravel = tree_ravel(params)
+    jac = jax.jacfwd(lambda v: tree_ravel(value_fn.model_fn(unravel(v)))[0])(flat)
+    column_sq_norms = jnp.sum(jnp.abs(jac.astype(dtype)) ** 2, axis=0)
+    return gradient_cosine(tree_ravel(grad)[0].astype(dtype), column_sq_norms, value)
+
+
+def gradient_measure(value_fn, params, value, grad, x0_scale, dtype) -> jax.Array:
+    """The quantity the default ``gtol`` test bounds at ``params`` (formed by the loop):
+    the cosine for least squares with ``n <= COSINE_JACOBIAN_MAX``, else the relative
+    gradient."""
+    n = tree_ravel(params)[0].shape[0]
+    if isinstance(value_fn, LeastSquaresObjective) and n <= COSINE_JACOBIAN_MAX:
+        return jacobian_cosine(value_fn, params, value, grad, dtype)
+    return relative_gradient(grad, params, x0_scale, value, dtype)
+
+
 def convergence(old_value, new_value, norms: _Norms, reductions, step, stall,
-                settings: Settings, dtype):  # fmt: skip
+                settings: Settings, dtype, gradient=None):  # fmt: skip
     """The stopping tests of one iteration: ``(status, stall, finite)``.
 
-    The first test that holds wins, in the order non-finite, gtol, ftol, xtol,
+    ``gradient`` is the scale-invariant gradient measure at the new point (see
+    :func:`default_tolerances`), or ``None`` where the rule reports it at the point
+    its update started from (then :func:`_step` applies that test). The first test
+    that holds wins, in the order non-finite, gtol (and ``gtol_abs``), ftol, xtol,
     stalled, maxiter. ``ftol`` also holds when a rule that tests its steps reports a
     model-predicted reduction below ``ftol·|f|`` at a finite trial point: no further
     decrease is measurable in f's precision, whether or not this step was accepted
@@ -112,11 +147,18 @@ def convergence(old_value, new_value, norms: _Norms, reductions, step, stall,
         (stall >= settings.stall_limit, Status.STALLED),
         (decreased & (norms.rel_step <= xtol), Status.XTOL),
         (ftol_hit, Status.FTOL),
-        (finite & (norms.grad <= gtol), Status.GTOL),
+        (finite & _gtol_hit(settings, gradient, gtol, norms.grad, dtype), Status.GTOL),
         (~finite, Status.NONFINITE),
     ):
         status = jnp.where(hit, jnp.int32(code), status)
     return status, stall, finite
+
+
+def _gtol_hit(settings: Settings, gradient, gtol, grad_inf, dtype):
+    hit = jnp.zeros((), bool) if gradient is None else gradient <= gtol
+    if settings.gtol_abs is not None:
+        hit = hit | (grad_inf <= jnp.asarray(settings.gtol_abs, dtype))
+    return hit
 
 
 def _blame_subproblem(status, sub_status):
@@ -141,8 +183,11 @@ def _init(fun, tx, settings: Settings, x0, args) -> Carry:
     gtol, _, _ = settings.tolerances(dtype)
     value0, grad0 = jax.value_and_grad(value_fn)(x0)
     finite0 = jnp.isfinite(value0) & jnp.all(jnp.isfinite(tree_ravel(grad0)[0]))
+    x0_scale = jnp.abs(tree_ravel(x0)[0].astype(dtype))
+    measure0 = gradient_measure(value_fn, x0, value0, grad0, x0_scale, dtype)
+    gtol_hit0 = _gtol_hit(settings, measure0, gtol, tree_max_abs(grad0), dtype)
     status0 = jnp.where(
-        ~finite0, Status.NONFINITE, jnp.where(tree_max_abs(grad0) <= gtol, Status.GTOL, RUNNING)
+        ~finite0, Status.NONFINITE, jnp.where(gtol_hit0, Status.GTOL, RUNNING)
     ).astype(jnp.int32)
     hist0 = None
     if settings.history:
@@ -155,7 +200,7 @@ def _init(fun, tx, settings: Settings, x0, args) -> Carry:
         }
     zero, one = jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)
     return Carry(x0, tx.init(x0), value0, grad0, zero, status0, zero, one, one, zero,
-                 jnp.asarray(NO_SUBPROBLEM, jnp.int32), hist0)  # fmt: skip
+                 jnp.asarray(NO_SUBPROBLEM, jnp.int32), hist0, x0_scale)  # fmt: skip
 
 
 def _record(fn_name, settings: Settings, c: Carry, step, value, grad, updates, opt_state, dtype):
@@ -190,24 +235,40 @@ def _step(fn_name, fun, tx, method: Method, products: int, settings: Settings, c
         new_value, new_grad = jax.value_and_grad(value_fn)(new_params)
     else:  # the rule evaluated f and ∇f where its updates lead (optax's convention)
         new_value, new_grad = carried
-    norms = _norms(new_grad, updates, new_params, settings.tolerances(dtype)[2], dtype)
+    gtol, _, xtol = settings.tolerances(dtype)
+    norms = _norms(new_grad, updates, new_params, xtol, dtype)
+    # Least squares: a rule that built J at c.params reports the cosine there
+    # (MINPACK's order); otherwise the loop forms the test at the new point.
+    start_cosine = None
+    if isinstance(value_fn, LeastSquaresObjective):
+        start_cosine = _protocol.gradient_cosine(opt_state)
+    measure = None
+    if start_cosine is None:
+        measure = gradient_measure(value_fn, new_params, new_value, new_grad, c.x0_scale, dtype)
     step = c.step + 1
     status, stall, finite = convergence(
-        c.value, new_value, norms, _protocol.reductions(opt_state), step, c.stall, settings, dtype
-    )
+        c.value, new_value, norms, _protocol.reductions(opt_state), step, c.stall, settings,
+        dtype, measure,
+    )  # fmt: skip
     sub = _protocol.subproblem_status(opt_state)
     sub = c.subproblem_status if sub is None else sub.astype(jnp.int32)
     status = _blame_subproblem(status, sub)
-    # A non-finite point is never accepted: keep the last finite params.
-    params = tree_where(finite, new_params, c.params)
-    value = jnp.where(finite, new_value, c.value)
-    grad = tree_where(finite, new_grad, c.grad)
+    # A non-finite point is never accepted: keep the last finite params; nor is the
+    # step from a point that passed the cosine test (the solve stops there).
+    keep = finite
+    if start_cosine is not None:
+        start_hit = start_cosine.astype(dtype) <= gtol
+        status = jnp.where(start_hit, jnp.int32(Status.GTOL), status)
+        keep = finite & ~start_hit
+    params = tree_where(keep, new_params, c.params)
+    value = jnp.where(keep, new_value, c.value)
+    grad = tree_where(keep, new_grad, c.grad)
     cg = _protocol.cg_steps(opt_state)
     num_curvature = c.num_curvature + products + (0 if cg is None else cg.astype(jnp.int32))
     extra_fun = 1 if method.tests_trial and carried is None else 0
     hist = _record(fn_name, settings, c, step, value, grad, updates, opt_state, dtype)
     return Carry(params, opt_state, value, grad, step, status, stall, c.num_fun + 1 + extra_fun,
-                 c.num_grad + 1, num_curvature, sub, hist)  # fmt: skip
+                 c.num_grad + 1, num_curvature, sub, hist, c.x0_scale)  # fmt: skip
 
 
 def _finish(c: Carry) -> SolveResult:

@@ -14,7 +14,11 @@ simply does not report it:
   ``damping_or_radius``;
 * ``cg_steps`` — CG iterations of the step, added to the curvature count;
 * ``subproblem_status``, else ``cg_status`` — the
-  :class:`newtonjax.linalg.SolverStatus` of the step's subproblem solve.
+  :class:`newtonjax.linalg.SolverStatus` of the step's subproblem solve;
+* ``gradient_cosine`` — for least squares, MINPACK's cosine
+  ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)`` at the point the update started from, with the
+  Jacobian the rule built there; the loop then applies the default ``gtol`` test
+  to it (and stops at that point) instead of forming ``J`` itself.
 
 f and ∇f at the point the updates lead to are read from the states that carry
 them by a type test (:data:`CARRYING_STATES`, fields ``value`` and ``grad``), and
@@ -36,6 +40,7 @@ __all__ = [
     "carried_value_and_grad",
     "cg_steps",
     "damping_or_radius",
+    "gradient_cosine",
     "reductions",
     "subproblem_status",
 ]
@@ -69,6 +74,10 @@ def cg_steps(state) -> jax.Array | None:
 
 def subproblem_status(state) -> jax.Array | None:
     return _scalar(state, "subproblem_status", "cg_status")
+
+
+def gradient_cosine(state) -> jax.Array | None:
+    return _scalar(state, "gradient_cosine")
 
 
 def carried_value_and_grad(state):

@@ -22,7 +22,7 @@ class Status(StatusEnum):
     ``GTOL`` that of its ``CONVERGED``.
     """
 
-    GTOL = CODES["CONVERGED"], "converged: gradient norm ‖∇f‖∞ <= gtol"
+    GTOL = CODES["CONVERGED"], "converged: gradient test <= gtol (or ‖∇f‖∞ <= gtol_abs)"
     FTOL = CODES["FTOL"], "converged: relative decrease of f <= ftol"
     XTOL = CODES["XTOL"], "converged: relative step size <= xtol"
     MAX_STEPS = CODES["MAX_STEPS"], "stopped: maxiter iterations reached"

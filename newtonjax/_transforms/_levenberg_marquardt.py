@@ -53,6 +53,7 @@ from newtonjax._tree import (
 __all__ = [
     "LevenbergMarquardtInfo",
     "ScaleByLevenbergMarquardtState",
+    "gradient_cosine",
     "scale_by_levenberg_marquardt",
     "levenberg_marquardt",
     # the damping rules, re-exported for their tests and for readers
@@ -87,6 +88,11 @@ class LevenbergMarquardtInfo(NamedTuple):
       cg_steps: CG iterations (``solver="cg"``, both solves), else 0.
       cg_status: :class:`newtonjax.linalg.SolverStatus` code of the (first) CG solve,
         else 0.
+      gradient_cosine: MINPACK's ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)`` at the point the
+        update started from, with the Jacobian built there (see
+        :func:`gradient_cosine`); meaningful for least squares (identity loss), 0
+        before the first update; ``None`` where the rule has no ``diag(JᵀJ)``
+        (``solver="cg"`` with ``scaling="identity"``).
     """
 
     rho: jax.Array
@@ -98,6 +104,7 @@ class LevenbergMarquardtInfo(NamedTuple):
     accelerated: jax.Array
     cg_steps: jax.Array
     cg_status: jax.Array
+    gradient_cosine: jax.Array | None = None
 
 
 class ScaleByLevenbergMarquardtState(NamedTuple):
@@ -134,7 +141,23 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
     info: LevenbergMarquardtInfo
 
 
-def _lm_info(dtype) -> LevenbergMarquardtInfo:
+def gradient_cosine(grad: jax.Array, column_sq_norms: jax.Array, value: jax.Array) -> jax.Array:
+    """MINPACK's gradient test ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)`` of ``f = ½‖r‖²``.
+
+    ``grad`` is ``Jᵀr`` (flat), ``column_sq_norms`` the ``‖J_j‖²`` (``diag(JᵀJ)``)
+    and ``value`` is ``f``, so ``‖r‖ = √(2f)``. A component with ``J_jᵀ r = 0``
+    counts 0 (Moré, Garbow & Hillstrom 1980, MINPACK-1 User Guide §2.3).
+    """
+    dtype = grad.dtype
+    tiny = jnp.finfo(dtype).tiny
+    value = jnp.asarray(value, dtype)
+    norms = jnp.sqrt(jnp.maximum(column_sq_norms.astype(dtype), 0.0))
+    denom = norms * jnp.sqrt(2.0 * jnp.maximum(value, 0.0))
+    ratio = jnp.where(grad == 0, 0.0, jnp.abs(grad) / jnp.maximum(denom, tiny))
+    return jnp.max(ratio, initial=0.0)
+
+
+def _lm_info(dtype, cosine: bool) -> LevenbergMarquardtInfo:
     zero = jnp.zeros((), dtype)
     return LevenbergMarquardtInfo(
         rho=zero,
@@ -146,6 +169,7 @@ def _lm_info(dtype) -> LevenbergMarquardtInfo:
         accelerated=jnp.zeros((), bool),
         cg_steps=jnp.zeros((), jnp.int32),
         cg_status=jnp.zeros((), jnp.int32),
+        gradient_cosine=zero if cosine else None,
     )
 
 
@@ -428,6 +452,8 @@ def scale_by_levenberg_marquardt(
     marquardt = scaling == "marquardt"
     # Nielsen's relative start reads diag(G) at the first update.
     relative = relative_initial_damping and not trust_region
+    # diag(JᵀJ) at params is at hand for the dense solver and Marquardt's scaling.
+    cosine = solver == "dense" or marquardt
     cg_options = dict(rtol=cg_rtol, max_steps=max_cg_steps)
 
     def init_fn(params: PyTree) -> ScaleByLevenbergMarquardtState:
@@ -441,7 +467,7 @@ def scale_by_levenberg_marquardt(
             num_updates=jnp.zeros((), jnp.int32),
             value=jnp.asarray(jnp.inf, dtype),
             grad=tree_zeros_like(params),
-            info=_lm_info(dtype),
+            info=_lm_info(dtype, cosine),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
@@ -507,6 +533,7 @@ def scale_by_levenberg_marquardt(
             accelerated=trial.accelerated,
             cg_steps=cg_steps,
             cg_status=velocity.cg_status,
+            gradient_cosine=gradient_cosine(g.flat, diag_g, f0) if cosine else None,
         )
         new_state = ScaleByLevenbergMarquardtState(
             damping=jnp.clip(new_mu, 0.0 if trust_region else lo, hi).astype(dtype),

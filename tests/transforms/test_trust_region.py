@@ -142,7 +142,7 @@ class TestAutomaticInitialRadius:
         # From w = 0 every step is the full Newton step: the same iterates as a
         # hand-written Newton loop.
         f, w = self.logistic, jnp.zeros(3)
-        res = nj.minimize(f, w, method="trust_region", gtol=1e-12, ftol=0.0, xtol=0.0)
+        res = nj.minimize(f, w, method="trust_region", gtol=0.0, gtol_abs=1e-12, ftol=0.0, xtol=0.0)
         steps = 0
         while float(jnp.max(jnp.abs(jax.grad(f)(w)))) > 1e-12:
             w = w - jnp.linalg.solve(jax.hessian(f)(w), jax.grad(f)(w))
