@@ -202,22 +202,10 @@ def steihaug_cg(
     radius = _prepare_radius(fn, radius, dtype)
     if max_steps is None:
         max_steps = 10 * tree_size(g)
-
     g_norm = tree_norm(g).astype(dtype)
     if rtol is None:
         rtol = jnp.minimum(0.5, jnp.sqrt(g_norm))
     tol = jnp.maximum(jnp.asarray(rtol, dtype) * g_norm, jnp.asarray(atol, dtype))
-
-    finite0 = jnp.isfinite(g_norm) & jnp.isfinite(radius)
-    status0 = jnp.where(
-        finite0,
-        jnp.where(g_norm <= tol, status_code(SolverStatus.CONVERGED), jnp.int32(_RUNNING)),
-        status_code(SolverStatus.NONFINITE),
-    )
-    zero = tree_zeros_like(g)
-    r0 = tree_where(finite0, g, zero)
-    d0 = tree_scale(-1.0, r0)
-    rr0 = jnp.where(finite0, g_norm * g_norm, 0.0).astype(dtype)
 
     def cond(state):
         *_, k, status = state
@@ -228,37 +216,17 @@ def steihaug_cg(
         Hd = H(d)
         dHd = tree_vdot(d, Hd).astype(dtype)
         negative = dHd <= 0
-        alpha = rr / jnp.where(negative, 1.0, dHd)
-
-        # Interior CG step.
-        z_next = tree_axpy(alpha, d, z)
-        r_next = tree_axpy(alpha, Hd, r)
-        rr_next = tree_vdot(r_next, r_next).astype(dtype)
-        model_next = model - 0.5 * alpha * rr
+        interior = _steihaug_interior_step(z, r, d, Hd, rr, dHd, negative, model, dtype)
+        z_next, r_next, rr_next, model_next = interior
         crosses = ~negative & (tree_norm(z_next) >= radius)
-
-        # Boundary step z + τ d, with m(z + τd) = m(z) + τ rᵀd + ½ τ² dᵀHd.
-        zz = tree_vdot(z, z).astype(dtype)
-        zd = tree_vdot(z, d).astype(dtype)
-        dd = tree_vdot(d, d).astype(dtype)
-        rd = tree_vdot(r, d).astype(dtype)
-        tau_plus, tau_minus = _boundary_taus(zz, zd, dd, radius)
-
-        def dmodel(t):
-            return t * rd + 0.5 * t * t * dHd
-
-        tau_neg = jnp.where(dmodel(tau_minus) < dmodel(tau_plus), tau_minus, tau_plus)
-        tau = jnp.where(negative, tau_neg, tau_plus)
-        z_bound = tree_axpy(tau, d, z)
-        r_bound = tree_axpy(tau, Hd, r)
-        model_bound = model + dmodel(tau)
-
+        z_bound, r_bound, model_bound = _steihaug_boundary_step(
+            z, r, d, Hd, dHd, negative, model, radius, dtype
+        )
         exits = negative | crosses
         beta = rr_next / jnp.where(rr == 0, 1.0, rr)
         d_next = tree_axpy(beta, d, tree_scale(-1.0, r_next))
         r_new = tree_where(exits, r_bound, r_next)
         r_norm_new = jnp.where(exits, tree_norm(r_bound).astype(dtype), jnp.sqrt(rr_next))
-
         nonfinite = ~(
             jnp.isfinite(dHd)
             & jnp.isfinite(rr_next)
@@ -266,20 +234,7 @@ def steihaug_cg(
             & jnp.isfinite(model_bound)
             & jnp.isfinite(r_norm_new)
         )
-        status = jnp.where(
-            negative,
-            status_code(SolverStatus.NEGATIVE_CURVATURE),
-            jnp.where(
-                crosses,
-                status_code(SolverStatus.BOUNDARY),
-                jnp.where(
-                    jnp.sqrt(rr_next) <= tol,
-                    status_code(SolverStatus.CONVERGED),
-                    jnp.int32(_RUNNING),
-                ),
-            ),
-        )
-        status = jnp.where(nonfinite, status_code(SolverStatus.NONFINITE), status)
+        status = _steihaug_status(negative, crosses, rr_next, tol, nonfinite)
         new = (
             tree_where(exits, z_bound, z_next),
             r_new,
@@ -292,16 +247,7 @@ def steihaug_cg(
         kept = jax.tree.map(lambda a, b: jnp.where(nonfinite, a, b), old, new)
         return (*kept, k + 1, status)
 
-    state = (
-        zero,
-        r0,
-        d0,
-        rr0,
-        jnp.zeros((), dtype),
-        jnp.where(finite0, g_norm, 0.0).astype(dtype),
-        jnp.zeros((), jnp.int32),
-        status0,
-    )
+    state = _steihaug_initial_state(g, g_norm, radius, tol, dtype)
     z, _, _, _, model, r_norm, k, status = jax.lax.while_loop(cond, body, state)
     status = jnp.where(status == _RUNNING, status_code(SolverStatus.MAX_STEPS), status)
     hits = (status == int(SolverStatus.BOUNDARY)) | (status == int(SolverStatus.NEGATIVE_CURVATURE))
@@ -313,6 +259,105 @@ def steihaug_cg(
         num_steps=k,
         residual_norm=r_norm,
     )
+
+
+def _steihaug_initial_state(g: PyTree, g_norm: Array, radius: Array, tol: Array, dtype: Any):
+    r"""CG state ``(z, r, d, ‖r‖², m(z), ‖r‖, k, status)`` at ``z = 0``.
+
+    ``r_0 = g``, ``d_0 = -g`` (N&W Alg. 7.2, first lines). A non-finite ``g`` or
+    radius starts, and ends, with status ``NONFINITE`` and a zero residual; a ``g``
+    already below tolerance ends at once with ``CONVERGED`` and ``p = 0``.
+    """
+    finite0 = jnp.isfinite(g_norm) & jnp.isfinite(radius)
+    status0 = jnp.where(
+        finite0,
+        jnp.where(g_norm <= tol, status_code(SolverStatus.CONVERGED), jnp.int32(_RUNNING)),
+        status_code(SolverStatus.NONFINITE),
+    )
+    zero = tree_zeros_like(g)
+    r0 = tree_where(finite0, g, zero)
+    d0 = tree_scale(-1.0, r0)
+    rr0 = jnp.where(finite0, g_norm * g_norm, 0.0).astype(dtype)
+    return (
+        zero,
+        r0,
+        d0,
+        rr0,
+        jnp.zeros((), dtype),
+        jnp.where(finite0, g_norm, 0.0).astype(dtype),
+        jnp.zeros((), jnp.int32),
+        status0,
+    )
+
+
+def _steihaug_interior_step(
+    z, r, d, Hd, rr: Array, dHd: Array, negative: Array, model: Array, dtype: Any
+):
+    r"""One interior CG step: ``z + αd``, ``r + αHd`` with ``α = ‖r‖²/dᵀHd``.
+
+    Returns ``(z⁺, r⁺, ‖r⁺‖², m(z⁺))``; the model drops by ``½ α ‖r‖²`` (exact for
+    CG from zero, N&W §5.1). On non-positive curvature ``α`` is computed with
+    ``dᵀHd`` replaced by 1; that step is then discarded by the caller.
+    """
+    alpha = rr / jnp.where(negative, 1.0, dHd)
+    z_next = tree_axpy(alpha, d, z)
+    r_next = tree_axpy(alpha, Hd, r)
+    rr_next = tree_vdot(r_next, r_next).astype(dtype)
+    model_next = model - 0.5 * alpha * rr
+    return z_next, r_next, rr_next, model_next
+
+
+def _steihaug_boundary_step(
+    z, r, d, Hd, dHd: Array, negative: Array, model: Array, radius: Array, dtype: Any
+):
+    r"""Boundary point ``z + τd`` with ``‖z + τd‖ = Δ``: the boundary root and the
+    negative-curvature exit.
+
+    With ``m(z + τd) = m(z) + τ rᵀd + ½ τ² dᵀHd``, the step along a direction of
+    non-positive curvature takes the root ``τ_±`` of lower model value (N&W
+    Alg. 7.2, first exit; both roots are candidates since ``m`` is unbounded along
+    ``±d``); otherwise the positive root ``τ_+`` (second exit, the iterate leaves
+    the region). The roots come from :func:`_boundary_taus` (cancellation-free).
+
+    Returns ``(z + τd, r + τHd, m(z + τd))``.
+    """
+    zz = tree_vdot(z, z).astype(dtype)
+    zd = tree_vdot(z, d).astype(dtype)
+    dd = tree_vdot(d, d).astype(dtype)
+    rd = tree_vdot(r, d).astype(dtype)
+    tau_plus, tau_minus = _boundary_taus(zz, zd, dd, radius)
+
+    def dmodel(t):
+        return t * rd + 0.5 * t * t * dHd
+
+    tau_neg = jnp.where(dmodel(tau_minus) < dmodel(tau_plus), tau_minus, tau_plus)
+    tau = jnp.where(negative, tau_neg, tau_plus)
+    z_bound = tree_axpy(tau, d, z)
+    r_bound = tree_axpy(tau, Hd, r)
+    model_bound = model + dmodel(tau)
+    return z_bound, r_bound, model_bound
+
+
+def _steihaug_status(
+    negative: Array, crosses: Array, rr_next: Array, tol: Array, nonfinite: Array
+) -> Array:
+    """Status after one CG step, in order of precedence: ``NONFINITE``,
+    ``NEGATIVE_CURVATURE`` (``dᵀHd <= 0``), ``BOUNDARY`` (``‖z⁺‖ >= Δ``),
+    ``CONVERGED`` (``‖r⁺‖ <= tol``), else still running."""
+    status = jnp.where(
+        negative,
+        status_code(SolverStatus.NEGATIVE_CURVATURE),
+        jnp.where(
+            crosses,
+            status_code(SolverStatus.BOUNDARY),
+            jnp.where(
+                jnp.sqrt(rr_next) <= tol,
+                status_code(SolverStatus.CONVERGED),
+                jnp.int32(_RUNNING),
+            ),
+        ),
+    )
+    return jnp.where(nonfinite, status_code(SolverStatus.NONFINITE), status)
 
 
 # --------------------------------------------------------------------------- Cauchy / dogleg
@@ -662,87 +707,28 @@ def trust_region_exact(
 
     w, Q = jnp.linalg.eigh(H)
     gh = jnp.matmul(Q.T, g, precision=HIGHEST)
-
-    # Work in units where max|ĝ| = max|w| = 1, so that no square over- or underflows:
-    # ĝ_s = ĝ/σ_g, w_s = w/σ_H, Δ_s = Δ σ_H/σ_g, and p = (σ_g/σ_H) p_s.
-    sigma_g = jnp.max(jnp.abs(gh))
-    sigma_g = jnp.where(sigma_g > 0, sigma_g, 1.0)
-    sigma_h = jnp.max(jnp.abs(w))
-    sigma_h = jnp.where(sigma_h > 0, sigma_h, 1.0)
-    gs = gh / sigma_g
-    ws = w / sigma_h
-    radius_s = radius * (sigma_h / sigma_g)
+    sigma_g, sigma_h, gs, ws, radius_s = _exact_scaled_problem(gh, w, radius)
     w1 = ws[0]
     gap = jnp.maximum(ws - w1, 0.0)  # d_i = w_i - w_1 >= 0
     tol_w = max(n, 10) * eps  # eigenvalues within tol_w of w_1 form its cluster
     cluster = gap <= tol_w
-
-    def ratios(theta):
-        # q_i = ĝ_i / (Δ (d_i + θ)), so that |q_i| = |p̂_i| / Δ and ‖q‖ = ‖p‖/Δ.
-        t = gap + theta
-        return gs / (radius_s * t), t
-
-    # Hard case test at λ = max(-w_1, 0), i.e. θ_lo = max(w_1, 0).
-    theta_lo = jnp.maximum(w1, 0.0)
-    s = _safe_norm(jnp.where(cluster, gs, 0.0))
-    q_excl = jnp.where(cluster, 0.0, gs / (radius_s * _safe(gap + theta_lo)))
-    excl = _safe_norm(q_excl)
-    rem = (1.0 - excl) * (1.0 + excl)  # (Δ² - ‖p_excl‖²) / Δ²
-    hard = (w1 <= tol_w) & (excl <= 1.0) & (s <= tol_w * radius_s * jnp.sqrt(jnp.maximum(rem, 0.0)))
+    theta_lo = jnp.maximum(w1, 0.0)  # λ = max(-w_1, 0)
+    hard, s, rem = _exact_hard_case_test(gs, gap, w1, cluster, theta_lo, radius_s, tol_w)
     # A smallest eigenvalue within rounding of zero counts as zero: the hard case
     # then gives the interior minimum-norm step -H⁺g instead of a boundary step
     # along a numerically null direction.
     hard_boundary = hard & (w1 < -tol_w)
-    interior = ~hard & (w1 > 0) & (_safe_norm(ratios(jnp.maximum(w1, tol_w))[0]) <= 1.0)
+    q_interior = _exact_ratios(gs, gap, radius_s, jnp.maximum(w1, tol_w))[0]
+    interior = ~hard & (w1 > 0) & (_safe_norm(q_interior) <= 1.0)
     secular = ~hard & ~interior
 
-    # Secular equation on θ ∈ (θ_lo, θ_hi]: ‖p(θ)‖ <= ‖ĝ‖/θ gives θ_hi = ‖ĝ_s‖/Δ_s.
-    theta_hi = jnp.maximum(_safe_norm(gs) / radius_s, theta_lo)
-    theta_start = jnp.where(
-        w1 > 0, jnp.maximum(w1, tol_w), jnp.clip(s / radius_s - tol_w, tol_w, theta_hi)
+    theta, num_steps, done = _exact_secular_newton(
+        gs, gap, w1, s, theta_lo, radius_s, tol_w, secular, rtol, max_steps, eps
     )
-    theta_start = jnp.minimum(theta_start, jnp.maximum(theta_hi, tol_w))
-
-    def cond(state):
-        _, _, _, k, done = state
-        return secular & ~done & (k < max_steps)
-
-    def body(state):
-        theta, lo, hi, k, _ = state
-        q, t = ratios(theta)
-        m = jnp.max(jnp.abs(q))
-        qn = q / jnp.where(m > 0, m, 1.0)
-        q_norm = m * jnp.sqrt(jnp.sum(qn * qn))
-        converged = jnp.abs(q_norm - 1.0) <= rtol
-        too_long = q_norm > 1.0
-        lo = jnp.where(too_long, theta, lo)
-        hi = jnp.where(too_long, hi, theta)
-        # N&W eq. 4.44: θ ← θ + (‖p‖²/‖q‖²)(‖p‖ - Δ)/Δ, here ‖p‖²/‖q‖² = Σq²/Σ(q²/t).
-        step_ratio = jnp.sum(qn * qn) / _safe(jnp.sum(qn * qn / t))
-        theta_newton = theta + step_ratio * (q_norm - 1.0)
-        inside = (theta_newton > lo) & (theta_newton < hi)
-        theta_safe = jnp.maximum(jnp.sqrt(lo * hi), lo + 1e-3 * (hi - lo))
-        theta_next = jnp.where(inside, theta_newton, theta_safe)
-        stalled = (theta_next == theta) | ~jnp.isfinite(theta_next) | (hi - lo <= eps * hi)
-        theta_next = jnp.where(converged | ~jnp.isfinite(theta_next), theta, theta_next)
-        k_next = k + jnp.where(converged, 0, 1).astype(jnp.int32)
-        return theta_next, lo, hi, k_next, converged | stalled
-
-    state = (theta_start, theta_lo, theta_hi, jnp.zeros((), jnp.int32), jnp.array(False))
-    theta, _, _, num_steps, done = jax.lax.while_loop(cond, body, state)
-
-    # Assemble p̂ = Qᵀp in the original units.
     theta = jnp.where(secular, theta, theta_lo)
-    denom = gap + theta
-    drop = hard & cluster  # the cluster components are replaced by τ q_1
-    p_hat = jnp.where(drop, 0.0, gs / jnp.where(drop | (denom <= 0), 1.0, denom))
-    p_hat = -(sigma_g / sigma_h) * p_hat
-    tau = jnp.where(hard_boundary, radius * jnp.sqrt(jnp.maximum(rem, 0.0)), 0.0)
-    sign = jnp.where(gh[0] > 0, -1.0, 1.0)
-    p_hat = p_hat.at[0].add(sign * tau)
-    # Feasibility: an unconverged secular iterate is scaled into the region.
-    p_norm = _safe_norm(p_hat)
-    p_hat = p_hat * jnp.minimum(1.0, radius / _safe(p_norm))
+    p_hat = _exact_assemble_step(
+        gs, gh, gap, theta, hard & cluster, hard_boundary, rem, radius, sigma_g, sigma_h
+    )
     step = jnp.matmul(Q, p_hat, precision=HIGHEST)
     pred = -(jnp.dot(gh, p_hat, precision=HIGHEST) + 0.5 * jnp.sum(w * p_hat * p_hat))
     multiplier = jnp.maximum(theta - w1, 0.0) * sigma_h
@@ -767,3 +753,126 @@ def trust_region_exact(
         multiplier=jnp.where(ok, multiplier, zero),
         hard_case=ok & hard_boundary,
     )
+
+
+def _exact_scaled_problem(gh: Array, w: Array, radius: Array):
+    r"""The eigenbasis problem in units where ``max|ĝ| = max|w| = 1``.
+
+    ``ĝ_s = ĝ/σ_g``, ``w_s = w/σ_H``, ``Δ_s = Δ σ_H/σ_g`` and ``p = (σ_g/σ_H) p_s``,
+    so that no square over- or underflows. Returns ``(σ_g, σ_H, ĝ_s, w_s, Δ_s)``.
+    """
+    sigma_g = jnp.max(jnp.abs(gh))
+    sigma_g = jnp.where(sigma_g > 0, sigma_g, 1.0)
+    sigma_h = jnp.max(jnp.abs(w))
+    sigma_h = jnp.where(sigma_h > 0, sigma_h, 1.0)
+    gs = gh / sigma_g
+    ws = w / sigma_h
+    radius_s = radius * (sigma_h / sigma_g)
+    return sigma_g, sigma_h, gs, ws, radius_s
+
+
+def _exact_ratios(gs: Array, gap: Array, radius_s: Array, theta: Array) -> tuple[Array, Array]:
+    r"""``q_i = ĝ_i / (Δ (d_i + θ))`` and ``t_i = d_i + θ``, so ``‖q‖ = ‖p(λ)‖/Δ``.
+
+    ``θ = λ + w_1`` and ``d_i = w_i - w_1 >= 0``: the pole at ``λ = -w_1`` sits at
+    ``θ = 0`` without cancellation.
+    """
+    t = gap + theta
+    return gs / (radius_s * t), t
+
+
+def _exact_hard_case_test(gs, gap, w1, cluster, theta_lo, radius_s, tol_w):
+    r"""Hard-case test at ``λ = max(-w_1, 0)`` (Moré & Sorensen 1983 §3; N&W §4.3).
+
+    The hard case holds when ``w_1 <= 0`` (to rounding), the components of ``ĝ`` on
+    the cluster of ``w_1`` vanish, ``‖ĝ_cluster‖ <= tol_w Δ sqrt(1 - ‖p_excl‖²/Δ²)``,
+    and the step ``p_excl`` from the other components is no longer than ``Δ``
+    (Conn, Gould & Toint 2000, Alg. 7.3.4/7.3.6).
+
+    Returns ``(hard, ‖ĝ_cluster‖, (Δ² - ‖p_excl‖²)/Δ²)``.
+    """
+    s = _safe_norm(jnp.where(cluster, gs, 0.0))
+    q_excl = jnp.where(cluster, 0.0, gs / (radius_s * _safe(gap + theta_lo)))
+    excl = _safe_norm(q_excl)
+    rem = (1.0 - excl) * (1.0 + excl)
+    hard = (w1 <= tol_w) & (excl <= 1.0) & (s <= tol_w * radius_s * jnp.sqrt(jnp.maximum(rem, 0.0)))
+    return hard, s, rem
+
+
+def _exact_safeguarded_update(theta, lo, hi, q_norm, step_ratio, eps):
+    r"""Moré–Sorensen safeguards for one Newton step on the secular equation.
+
+    Updates the bracket ``[θ_L, θ_U]`` (``‖p‖ > Δ`` means the root lies right of
+    ``θ``), takes the Newton step ``θ + (‖p‖²/‖q‖²)(‖p‖ - Δ)/Δ`` (N&W eq. 4.44) when it
+    falls strictly inside, and otherwise ``max(sqrt(θ_L θ_U), θ_L + 10⁻³(θ_U - θ_L))``
+    (Moré & Sorensen 1983 §3). Returns ``(θ⁺, θ_L, θ_U, stalled)``; ``stalled`` when
+    the iterate no longer moves, is non-finite or the bracket is at rounding level.
+    """
+    too_long = q_norm > 1.0
+    lo = jnp.where(too_long, theta, lo)
+    hi = jnp.where(too_long, hi, theta)
+    theta_newton = theta + step_ratio * (q_norm - 1.0)
+    inside = (theta_newton > lo) & (theta_newton < hi)
+    theta_safe = jnp.maximum(jnp.sqrt(lo * hi), lo + 1e-3 * (hi - lo))
+    theta_next = jnp.where(inside, theta_newton, theta_safe)
+    stalled = (theta_next == theta) | ~jnp.isfinite(theta_next) | (hi - lo <= eps * hi)
+    return theta_next, lo, hi, stalled
+
+
+def _exact_secular_newton(gs, gap, w1, s, theta_lo, radius_s, tol_w, secular, rtol, max_steps, eps):
+    r"""Safeguarded Newton on ``1/‖p(θ)‖ - 1/Δ = 0`` over ``θ ∈ (θ_L, θ_U]``.
+
+    ``θ_U = ‖ĝ_s‖/Δ_s`` since ``‖p(θ)‖ <= ‖ĝ‖/θ``. The start lies left of the root
+    (``max(w_1, tol)`` for positive definite ``H``, else ``‖ĝ_cluster‖/Δ - tol``
+    clipped into the bracket), where the iteration is monotone (N&W Alg. 4.3).
+    Stops when ``|‖p‖ - Δ| <= rtol Δ``; runs only where ``secular``.
+
+    Returns ``(θ, num_steps, done)``.
+    """
+    theta_hi = jnp.maximum(_safe_norm(gs) / radius_s, theta_lo)
+    theta_start = jnp.where(
+        w1 > 0, jnp.maximum(w1, tol_w), jnp.clip(s / radius_s - tol_w, tol_w, theta_hi)
+    )
+    theta_start = jnp.minimum(theta_start, jnp.maximum(theta_hi, tol_w))
+
+    def cond(state):
+        _, _, _, k, done = state
+        return secular & ~done & (k < max_steps)
+
+    def body(state):
+        theta, lo, hi, k, _ = state
+        q, t = _exact_ratios(gs, gap, radius_s, theta)
+        m = jnp.max(jnp.abs(q))
+        qn = q / jnp.where(m > 0, m, 1.0)
+        q_norm = m * jnp.sqrt(jnp.sum(qn * qn))
+        converged = jnp.abs(q_norm - 1.0) <= rtol
+        # ‖p‖²/‖q‖² of N&W eq. 4.44, here Σq²/Σ(q²/t).
+        step_ratio = jnp.sum(qn * qn) / _safe(jnp.sum(qn * qn / t))
+        theta_next, lo, hi, stalled = _exact_safeguarded_update(
+            theta, lo, hi, q_norm, step_ratio, eps
+        )
+        theta_next = jnp.where(converged | ~jnp.isfinite(theta_next), theta, theta_next)
+        k_next = k + jnp.where(converged, 0, 1).astype(jnp.int32)
+        return theta_next, lo, hi, k_next, converged | stalled
+
+    state = (theta_start, theta_lo, theta_hi, jnp.zeros((), jnp.int32), jnp.array(False))
+    theta, _, _, num_steps, done = jax.lax.while_loop(cond, body, state)
+    return theta, num_steps, done
+
+
+def _exact_assemble_step(gs, gh, gap, theta, drop, hard_boundary, rem, radius, sigma_g, sigma_h):
+    r"""``p̂ = Qᵀp`` in the original units, including the hard-case step.
+
+    ``p̂_i = -ĝ_i/(w_i + λ)``; in the hard case the cluster components are replaced
+    by ``τ q_1`` with ``τ = sqrt(Δ² - ‖p_excl‖²)``, its sign following ``-ĝ_1``
+    (Moré & Sorensen 1983 §3; Conn, Gould & Toint 2000 Alg. 7.3.6). An unconverged
+    secular iterate is scaled into the region, ``‖p̂‖ <= Δ``.
+    """
+    denom = gap + theta
+    p_hat = jnp.where(drop, 0.0, gs / jnp.where(drop | (denom <= 0), 1.0, denom))
+    p_hat = -(sigma_g / sigma_h) * p_hat
+    tau = jnp.where(hard_boundary, radius * jnp.sqrt(jnp.maximum(rem, 0.0)), 0.0)
+    sign = jnp.where(gh[0] > 0, -1.0, 1.0)
+    p_hat = p_hat.at[0].add(sign * tau)
+    p_norm = _safe_norm(p_hat)
+    return p_hat * jnp.minimum(1.0, radius / _safe(p_norm))
