@@ -47,6 +47,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import math
@@ -337,7 +338,7 @@ def _repair(
 
 
 @dataclasses.dataclass(frozen=True)
-class LaplacePosterior:
+class LaplacePosterior(abc.ABC):
     """Gaussian posterior ``N(mean, P⁻¹)`` of :func:`laplace`; a pytree.
 
     The three structures (``FullLaplace``, ``DiagLaplace``, ``LowRankLaplace``) share
@@ -366,22 +367,25 @@ class LaplacePosterior:
     structure: ClassVar[str] = ""
 
     # -- per-structure primitives on flat vectors ---------------------------------
+    @abc.abstractmethod
     def _precision_flat(self, v: jax.Array) -> jax.Array:
-        raise NotImplementedError
+        """Implemented by each structure."""
 
+    @abc.abstractmethod
     def _covariance_flat(self, v: jax.Array) -> jax.Array:
-        raise NotImplementedError
+        """Implemented by each structure."""
 
+    @abc.abstractmethod
     def _sqrt_covariance_flat(self, z: jax.Array) -> jax.Array:
         """``L z`` for a factor ``L Lᵀ = Σ``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _variance_flat(self) -> jax.Array:
-        raise NotImplementedError
+        """Implemented by each structure."""
 
+    @abc.abstractmethod
     def log_det_precision(self) -> jax.Array:
         """``log det P`` of the (repaired) precision, exact for the structure."""
-        raise NotImplementedError
 
     # -- shared API ------------------------------------------------------------------
     @property
