@@ -20,6 +20,7 @@ from newtonjax._solve._methods import resolve_method
 from newtonjax._solve._pool import with_pooled_batching
 from newtonjax._solve._result import SolveResult
 from newtonjax._solve._settings import Settings, make_settings
+from newtonjax._solve._sharded import make_batch_sharding
 from newtonjax._tree import PyTree, check_float_tree, check_scalar_output, tree_dtype, tree_size
 
 __all__ = ["minimize", "least_squares"]
@@ -108,7 +109,12 @@ def _solve(fn_name, fun, x0, args, method, options, **loop_options) -> SolveResu
     check_float_tree(fn_name, "x0", x0)
     _check_finite(fn_name, "x0", x0)
     _check_finite(fn_name, "args", args)
-    settings = make_settings(fn_name, tree_dtype(x0), **loop_options)
+    mesh = loop_options.pop("mesh", None)
+    batch_axis = loop_options.pop("batch_axis", None)
+    settings = make_settings(
+        fn_name, tree_dtype(x0), **loop_options,
+        batch_sharding=make_batch_sharding(fn_name, mesh, batch_axis),
+    )  # fmt: skip
     options = dict(options or {})
     n = tree_size(x0)
     record, tx = resolve_method(fn_name, method, fun, n, options)
@@ -117,7 +123,7 @@ def _solve(fn_name, fun, x0, args, method, options, **loop_options) -> SolveResu
 
     def build():
         solver = make_solver(fn_name, fun, tx, record, products, settings)
-        run_fn = with_pooled_batching(solver, settings.lanes)
+        run_fn = with_pooled_batching(solver, settings.lanes, settings.batch_sharding)
         plain = fun.__call__ if isinstance(fun, CompositeObjective) else fun
         return differentiable(run_fn, plain)
 
@@ -149,6 +155,8 @@ def minimize(
     history: bool = False,
     verbose: bool = False,
     batch_lanes: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    batch_axis: str | tuple[str, ...] | None = None,
 ) -> SolveResult:
     """Minimize ``fun(x, *args)`` from ``x0`` with a second-order method.
 
@@ -227,7 +235,7 @@ def minimize(
     return _solve(
         "minimize", fun, x0, args, method, options, maxiter=maxiter, gtol=gtol, ftol=ftol,
         xtol=xtol, gtol_abs=gtol_abs, stall_limit=stall_limit, history=history, verbose=verbose,
-        batch_lanes=batch_lanes,
+        batch_lanes=batch_lanes, mesh=mesh, batch_axis=batch_axis,
     )  # fmt: skip
 
 
@@ -247,6 +255,8 @@ def least_squares(
     history: bool = False,
     verbose: bool = False,
     batch_lanes: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    batch_axis: str | tuple[str, ...] | None = None,
 ) -> SolveResult:
     """Minimize ``½‖r(x, *args)‖²`` from ``x0``.
 
@@ -316,7 +326,8 @@ def least_squares(
         fn_name, LeastSquaresObjective(residual_fn), x0, args, method, options,
         maxiter=maxiter, gtol=gtol, ftol=ftol, xtol=xtol, gtol_abs=gtol_abs,
         stall_limit=stall_limit,
-        history=history, verbose=verbose, batch_lanes=batch_lanes,
+        history=history, verbose=verbose, batch_lanes=batch_lanes, mesh=mesh,
+        batch_axis=batch_axis,
     )  # fmt: skip
 
 

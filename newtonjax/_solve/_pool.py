@@ -133,8 +133,17 @@ def _solve_pooled(solver: Solver, x0s, argss, num_problems: int, lanes: int) -> 
     return unpack_results(results)
 
 
-def with_pooled_batching(solver: Solver, lanes: int | None):
-    """``(x0, args) -> SolveResult`` whose ``vmap`` runs the work pool."""
+def with_pooled_batching(solver: Solver, lanes: int | None, batch_sharding=None):
+    """``(x0, args) -> SolveResult`` whose ``vmap`` runs the work pool.
+
+    ``batch_sharding`` (a :class:`newtonjax._solve._sharded.BatchSharding`) splits
+    the batch over the devices of a mesh, one pool per device on its own shard;
+    ``lanes`` is then the width of each device's pool.
+    """
+
+    def pooled(x0s, argss, num_problems):
+        n_lanes = default_lanes(num_problems) if lanes is None else lanes
+        return _solve_pooled(solver, x0s, argss, num_problems, n_lanes)
 
     @jax.custom_batching.custom_vmap
     def run(x0, args):
@@ -142,17 +151,19 @@ def with_pooled_batching(solver: Solver, lanes: int | None):
 
     @run.def_vmap
     def run_batched(axis_size, in_batched, x0, args):
-        def broadcast(tree, batched):
-            return jax.tree.map(
-                lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a)),
-                tree,
-                batched,
-            )
+        out = None
+        if batch_sharding is not None:
+            out = batch_sharding.solve(pooled, x0, args, in_batched, axis_size)
+        if out is None:
 
-        x0s = broadcast(x0, in_batched[0])
-        argss = broadcast(args, in_batched[1])
-        n_lanes = default_lanes(axis_size) if lanes is None else lanes
-        out = _solve_pooled(solver, x0s, argss, axis_size, n_lanes)
+            def broadcast(tree, batched):
+                return jax.tree.map(
+                    lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a)),
+                    tree,
+                    batched,
+                )
+
+            out = pooled(broadcast(x0, in_batched[0]), broadcast(args, in_batched[1]), axis_size)
         return out, jax.tree.map(lambda _: True, out)
 
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +97,9 @@ class Settings:
       verbose: whether to print each iteration.
       lanes: work-pool width under ``vmap`` (``None``: :func:`default_lanes`).
       gtol_abs: absolute tolerance on ``‖∇f‖∞``, or ``None`` (no absolute test).
+      batch_sharding: where a vmapped batch goes across devices (a
+        :class:`newtonjax._solve._sharded.BatchSharding`: a mesh and its batch
+        axes), or ``None`` for one work pool.
     """
 
     gtol: float | jax.Array
@@ -107,6 +111,7 @@ class Settings:
     verbose: bool = False
     lanes: int | None = None
     gtol_abs: float | jax.Array | None = None
+    batch_sharding: Any = None
 
     def tolerances(self, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(gtol, ftol, xtol)`` as arrays of ``dtype``."""
@@ -130,7 +135,7 @@ def _check_tolerance(fn_name, name, value):
 
 
 def make_settings(fn_name, dtype, *, gtol, ftol, xtol, maxiter, stall_limit, history,
-                  verbose, batch_lanes, gtol_abs=None) -> Settings:  # fmt: skip
+                  verbose, batch_lanes, gtol_abs=None, batch_sharding=None) -> Settings:  # fmt: skip
     """Check the loop options of ``fn_name`` and fill in the dtype's default tolerances."""
     if not _is_int(maxiter) or maxiter < 1:
         raise ValueError(f"{fn_name}: maxiter must be an int >= 1, got {maxiter!r}")
@@ -151,4 +156,5 @@ def make_settings(fn_name, dtype, *, gtol, ftol, xtol, maxiter, stall_limit, his
         verbose=bool(verbose),
         lanes=None if batch_lanes is None else int(batch_lanes),
         gtol_abs=gtol_abs,
+        batch_sharding=batch_sharding,
     )
