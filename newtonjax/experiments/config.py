@@ -25,6 +25,7 @@ __all__ = [
     "RunConfig",
     "OutputConfig",
     "SweepConfig",
+    "UncertaintyConfig",
     "ExperimentConfig",
     "load_config",
     "parse_config",
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 DEVICES = ("auto", "cpu", "gpu", "tpu")
+#: ``uncertainty.kind``: ``nj.parameter_covariance`` or ``nj.laplace``.
+UNCERTAINTY_KINDS = ("covariance", "laplace")
+#: ``uncertainty.curvature`` and ``uncertainty.structure``: the choices of ``nj.laplace``.
+LAPLACE_CURVATURES = ("hessian", "ggn")
+LAPLACE_STRUCTURES = ("full", "diag", "lowrank")
 
 
 class ConfigError(ValueError):
@@ -92,6 +98,34 @@ class SweepConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class UncertaintyConfig:
+    """``uncertainty:`` curvature at the solution of one optimizer's final params.
+
+    ``kind: covariance`` takes ``nj.parameter_covariance`` (``s² (JᵀJ)⁻¹``) of a
+    least-squares problem: standard errors, ``level`` confidence intervals of the
+    parameters and, for a problem with a statistical model, confidence and
+    prediction bands of the fitted curve. ``kind: laplace`` takes ``nj.laplace``
+    with ``curvature``, ``structure``, ``rank`` and ``prior_precision`` (by default
+    the problem's own prior; another value refits the mode with ``nj.minimize``);
+    ``tune_prior: true`` maximizes the Laplace evidence over ``log prior_precision``
+    with ``jax.grad`` and optax's L-BFGS (at most ``tune_steps`` iterations),
+    refitting the mode at each one; the linearized predictive is drawn for problems
+    with plot inputs. ``optimizer``
+    names the run whose final params are analysed (default: the first).
+    """
+
+    kind: str = "covariance"
+    optimizer: str | None = None
+    level: float = 0.95
+    curvature: str | None = None
+    structure: str | None = None
+    rank: int | None = None
+    prior_precision: float | None = None
+    tune_prior: bool = False
+    tune_steps: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment."""
 
@@ -105,6 +139,7 @@ class ExperimentConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     sweep: SweepConfig | None = None
+    uncertainty: UncertaintyConfig | None = None
 
 
 # --------------------------------------------------------------------- coercion
@@ -305,6 +340,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
         target = config.optimizers[labels.index(config.sweep.optimizer)]
         for value in config.sweep.values:
             registry.validate(target.name, {**target.params, config.sweep.param: value}, "sweep")
+    if config.uncertainty is not None:
+        validate_uncertainty(config.uncertainty, labels)
     try:
         builder = base.resolve(config.problem.name)
     except KeyError:
@@ -317,6 +354,65 @@ def parse_config(raw: Any) -> ExperimentConfig:
         raise ConfigError(f"problem.name: cannot load {config.problem.name!r}: {err}") from None
     validate_params(base.builder_parameters(builder), config.problem.params, "problem.params")
     return config
+
+
+def _check_choice(path: str, what: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{path}: unknown {what} {value!r}; valid choices: " + ", ".join(choices))
+
+
+def validate_uncertainty(section: UncertaintyConfig, labels: list[str]) -> None:
+    """Check ``uncertainty:`` (choices, ranges, keys that only one kind reads)."""
+    path = "uncertainty"
+    _check_choice(f"{path}.kind", "kind", section.kind, UNCERTAINTY_KINDS)
+    if section.optimizer is not None:
+        _check_choice(f"{path}.optimizer", "optimizer label", section.optimizer, tuple(labels))
+    if not 0.0 < section.level < 1.0:
+        raise ConfigError(f"{path}.level: must be in (0, 1), e.g. 0.95; got {section.level}")
+    if section.kind == "covariance":
+        laplace_only = [
+            "curvature",
+            "structure",
+            "rank",
+            "prior_precision",
+            "tune_prior",
+            "tune_steps",
+        ]
+        defaults = UncertaintyConfig()
+        for name in laplace_only:
+            if getattr(section, name) != getattr(defaults, name):
+                raise ConfigError(
+                    f"{path}.{name}: used only with kind: laplace (kind is covariance, "
+                    "whose keys are: kind, optimizer, level)"
+                )
+        return
+    if section.curvature is not None:
+        _check_choice(f"{path}.curvature", "curvature", section.curvature, LAPLACE_CURVATURES)
+    if section.structure is not None:
+        _check_choice(f"{path}.structure", "structure", section.structure, LAPLACE_STRUCTURES)
+    if section.structure == "lowrank":
+        if section.rank is None or section.rank < 1:
+            raise ConfigError(
+                f"{path}.rank: structure lowrank needs rank, an integer >= 1; got {section.rank}"
+            )
+    elif section.rank is not None:
+        raise ConfigError(
+            f"{path}.rank: used only with structure: lowrank, got structure "
+            f"{section.structure or 'full'}"
+        )
+    if section.prior_precision is not None and not (
+        section.prior_precision >= 0 and math.isfinite(section.prior_precision)
+    ):
+        raise ConfigError(
+            f"{path}.prior_precision: must be a finite number >= 0, got {section.prior_precision}"
+        )
+    if section.tune_prior and section.prior_precision == 0:
+        raise ConfigError(
+            f"{path}.prior_precision: tune_prior starts from it on a log scale, so it must be "
+            "> 0 (or left out to start from the problem's own prior)"
+        )
+    if section.tune_steps < 1:
+        raise ConfigError(f"{path}.tune_steps: must be >= 1, got {section.tune_steps}")
 
 
 def validate_params(signature: dict[str, Any], params: dict[str, Any], path: str) -> None:

@@ -4,7 +4,10 @@ The run folder (never an existing one) holds ``config.yaml`` (the resolved
 config), ``environment.json`` (versions, device, command), ``metrics.jsonl`` (one
 JSON object per step and optimizer, flushed as it is written), ``summary.json`` and
 ``summary.md`` (final loss, steps and time to the target, reports), and the PNG
-plots. An interrupted run keeps all of that and records where it stopped.
+plots. A config with an ``uncertainty:`` section adds the analysis of the chosen
+optimizer's solution (:mod:`newtonjax.experiments.uncertainty`) to the summaries and
+draws it in ``uncertainty_<label>.png``. An interrupted run keeps all of that and
+records where it stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import optax
 import yaml
 
 from newtonjax.experiments import optimizers as registry
+from newtonjax.experiments import uncertainty
 from newtonjax.experiments.config import ConfigError, ExperimentConfig, OptimizerConfig, to_dict
 from newtonjax.experiments.problems import base
 
@@ -463,12 +467,17 @@ def run_experiment(
                 f"optimizer {opt.display!r} needs a least-squares or composite objective, "
                 f"but problem {config.problem.name!r} is a plain scalar function"
             )
+    analysed: list[str] = []
+    if config.uncertainty is not None:
+        uncertainty.check_problem(config.uncertainty, problem, config.problem.name)
+        swept = config.sweep.optimizer if config.sweep is not None else None
+        analysed = uncertainty.targets(config.uncertainty, [o.display for o in optimizers], swept)
 
     run_dir = make_run_dir(output_dir or config.output.dir, config.name)
     _write(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     _write(run_dir / "environment.json", json.dumps(environment(device), indent=2))
 
-    records, finals, reports = [], {}, {}
+    records, finals, reports, analyses = [], {}, {}, {}
     status = "completed"
     current = None
     failure = None
@@ -487,13 +496,17 @@ def run_experiment(
                 finals[opt.display] = params
                 if problem.report is not None:
                     reports[opt.display] = problem.report(params)
+                if opt.display in analysed:
+                    analyses[opt.display] = uncertainty.analyse(
+                        config.uncertainty, problem, params, jax.random.fold_in(key, 1)
+                    )
         except KeyboardInterrupt:
             status = f"interrupted during {current}"
         except _MetricsWriteFailed as err:
             failure = f"{err} (during {current})"
             status = f"failed: {failure}"
     try:
-        _write_results(run_dir, config, problem, records, finals, reports, status)
+        _write_results(run_dir, config, problem, records, finals, reports, status, analyses)
     except OSError as err:
         lost = f"cannot write the summary and plots: {_os_reason(err)}"
         what = "" if status == "completed" else status.removeprefix("failed: ") + "; "
@@ -512,8 +525,14 @@ def _write(path: Path, text: str) -> None:
         raise RunError(f"{path}: cannot write it: {_os_reason(err)}") from None
 
 
-def _write_results(run_dir, config, problem, records, finals, reports, status) -> None:
-    """``summary.json``, ``summary.md`` and the plots; an :class:`OSError` propagates."""
+def _write_results(
+    run_dir, config, problem, records, finals, reports, status, analyses=None
+) -> None:
+    """``summary.json``, ``summary.md`` and the plots; an :class:`OSError` propagates.
+
+    ``analyses`` (``{label: uncertainty.Analysis}``) add ``summary["uncertainty"]``, a
+    section of ``summary.md`` and one ``uncertainty_<label>.png`` each."""
+    analyses = analyses or {}
     summary = {
         "name": config.name,
         "problem": problem.name,
@@ -526,11 +545,29 @@ def _write_results(run_dir, config, problem, records, finals, reports, status) -
             **compilation_cache_counts(),
         },
     }
+    if analyses:
+        summary["uncertainty"] = {label: a.report for label, a in analyses.items()}
     (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
-    (run_dir / "summary.md").write_text(_summary_markdown(config, records, reports, status))
+    markdown = _summary_markdown(config, records, reports, status)
+    if analyses:
+        markdown += "\n## Uncertainty\n\n" + "".join(
+            f"### {label}\n\n```\n{json.dumps(_jsonable(_brief(a.report)), indent=2)}\n```\n\n"
+            for label, a in analyses.items()
+        )
+    (run_dir / "summary.md").write_text(markdown)
     if config.output.plots and records:
         from newtonjax.experiments import plots
 
         plots.write_plots(run_dir)
         if problem.plot is not None and finals:
             problem.plot(finals, run_dir)
+        for label, analysis in analyses.items():
+            uncertainty.write_figure(analysis, run_dir, label)
+
+
+def _brief(report: dict[str, Any]) -> dict[str, Any]:
+    """An uncertainty report without its long traces and matrices (for summary.md)."""
+    out = {k: v for k, v in report.items() if k not in ("covariance", "tuning")}
+    if "tuning" in report:
+        out["tuning"] = {k: v for k, v in report["tuning"].items() if not k.startswith("trace")}
+    return out

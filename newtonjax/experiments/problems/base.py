@@ -14,7 +14,60 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Problem", "register", "PROBLEMS", "resolve", "builder_parameters"]
+__all__ = [
+    "Problem",
+    "StatisticalModel",
+    "LIKELIHOODS",
+    "register",
+    "PROBLEMS",
+    "resolve",
+    "builder_parameters",
+]
+
+#: Likelihoods a :class:`StatisticalModel` can declare.
+LIKELIHOODS: tuple[str, ...] = ("gaussian", "bernoulli")
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticalModel:
+    """The likelihood behind a problem's objective, for the ``uncertainty:`` section.
+
+    The objective is ``negative_log_likelihood(θ) + ½ prior_precision ‖θ‖²`` (a
+    negative log joint with the isotropic prior ``N(0, I / prior_precision)``, or no
+    prior when ``prior_precision`` is 0). The runner reads the parts separately: the
+    Laplace approximation and its evidence need the likelihood and the prior apart,
+    and the bands and predictive maps need the model's response at new inputs.
+
+    Attributes:
+      model_fn: ``(params, inputs) -> response``: the mean response of a regression
+        (``"gaussian"``) or the logits of a binary classifier (``"bernoulli"``), one
+        value per input row.
+      inputs: the observed inputs (host array, ``(m,)`` or ``(m, d)``).
+      targets: the observed responses or 0/1 labels (host array, ``(m,)``).
+      likelihood: ``"gaussian"`` (residuals ``model_fn(θ, x) − y``) or
+        ``"bernoulli"`` (labels with logits ``model_fn(θ, x)``).
+      negative_log_likelihood: ``params -> scalar``; a
+        :func:`newtonjax.composite_objective` when it has that structure (the GGN
+        needs it).
+      prior_precision: δ >= 0 of the prior inside the objective.
+      plot_inputs: inputs at which figures draw the fit and its uncertainty:
+        ``(k,)`` for a curve, ``(k, 2)`` for a map; ``None`` for no figure.
+    """
+
+    model_fn: Callable[[Any, Any], Any]
+    inputs: Any
+    targets: Any
+    likelihood: str
+    negative_log_likelihood: Callable[[Any], Any]
+    prior_precision: float = 0.0
+    plot_inputs: Any = None
+
+    def __post_init__(self):
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(
+                f"StatisticalModel: unknown likelihood {self.likelihood!r}; valid choices: "
+                + ", ".join(LIKELIHOODS)
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +96,9 @@ class Problem:
       description: one line for the summary.
       data: optional data passed as ``objective(params, data)`` (for batch problems
         with the same leading axis as ``init_params``, vmapped together with it).
+      statistical_model: optional :class:`StatisticalModel` when the objective is a
+        negative log joint (curve fits, Bayesian models): what the ``uncertainty:``
+        section of a config reads for priors, bands and predictive maps.
     """
 
     name: str
@@ -55,6 +111,7 @@ class Problem:
     target_loss: float | None = None
     description: str = ""
     data: Any = None
+    statistical_model: StatisticalModel | None = None
 
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {}

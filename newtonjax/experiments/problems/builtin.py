@@ -1,6 +1,6 @@
 """Built-in experiment problems, registered by name.
 
-Importing this module registers eight builders in
+Importing this module registers nine builders in
 :data:`experiments.problems.base.PROBLEMS`:
 
 ========================  ====================================================  =========
@@ -10,6 +10,8 @@ name                      hyperparameters (defaults)                            
 ``quadratic``             none                                                  no
 ``saddle``                ``x0=0.3, y0=-0.2, quartic=0.0``                      no
 ``logistic_regression``   ``dataset="breast_cancer", l2=1e-2``                  no
+``moons_logistic``        ``num_points=120, noise=0.25, degree=3,               yes
+                          prior_precision=1.0``
 ``mlp_digits``            ``hidden=32, l2=1e-4``                                yes
 ``nist``                  ``dataset="Misra1a", start=1``                        no
 ``curve_fits``            ``num_fits=1000, num_points=40, noise=0.05,           yes
@@ -61,13 +63,16 @@ import numpy as np
 
 import newtonjax as nj
 from newtonjax.experiments.problems import nist
-from newtonjax.experiments.problems.base import Problem, register
+from newtonjax.experiments.problems.base import Problem, StatisticalModel, register
 
 __all__ = [
     "rosenbrock",
     "quadratic",
     "saddle",
     "logistic_regression",
+    "moons_logistic",
+    "two_moons",
+    "polynomial_features",
     "mlp_digits",
     "nist_problem",
     "curve_fits",
@@ -506,6 +511,147 @@ def logistic_regression(*, dataset: str = "breast_cancer", l2: float = 1e-2) -> 
     )
 
 
+def two_moons(key: jax.Array, num_points: int, noise: float | jax.Array, dtype: Any = None):
+    """Two interleaved half circles with Gaussian noise: points ``(m, 2)``, labels 0/1.
+
+    Even rows are on the upper half circle ``(cos a, sin a)`` (label 0), odd rows on
+    the lower one ``(1 − cos a, ½ − sin a)`` (label 1), with ``a ~ U(0, π)`` and
+    isotropic noise of standard deviation ``noise``; all randomness from ``key``.
+    """
+    dtype = _float_dtype() if dtype is None else dtype
+    return _two_moons(key, num_points, dtype, noise)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _two_moons(key, num_points, dtype, noise):
+    key_angle, key_noise = jax.random.split(key)
+    angle = jax.random.uniform(key_angle, (num_points,), dtype) * jnp.pi
+    label = (jnp.arange(num_points) % 2).astype(dtype)
+    upper = jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=1)
+    lower = jnp.stack([1.0 - jnp.cos(angle), 0.5 - jnp.sin(angle)], axis=1)
+    points = jnp.where(label[:, None] == 0, upper, lower)
+    return points + noise * jax.random.normal(key_noise, points.shape, dtype), label
+
+
+def polynomial_features(points: jax.Array, degree: int) -> jax.Array:
+    """All monomials ``u^i v^j``, ``i + j <= degree``, of centred 2-D points.
+
+    The points are first shifted and scaled to ``u = x₁ − ½``, ``v = (x₂ − ¼)/0.6``
+    (the moons' centre and spread), so the monomials stay of order one; ``(m, 2) ->
+    (m, (degree + 1)(degree + 2)/2)``, the constant column first.
+    """
+    points = jnp.asarray(points)
+    u = points[:, 0] - 0.5
+    v = (points[:, 1] - 0.25) / 0.6
+    columns = [u**i * v**j for i in range(degree + 1) for j in range(degree + 1 - i)]
+    return jnp.stack(columns, axis=1)
+
+
+@register("moons_logistic")
+def moons_logistic(
+    *,
+    key: jax.Array,
+    num_points: int = 120,
+    noise: float = 0.25,
+    degree: int = 3,
+    prior_precision: float = 1.0,
+) -> Problem:
+    """Bayesian logistic regression on two interleaved moons, a polynomial classifier.
+
+    Labels ``t ∈ {0, 1}`` of 2-D points ``x`` (:func:`two_moons`), logits
+    ``z = φ(x)ᵀ w`` with the monomials ``φ`` of :func:`polynomial_features`, and an
+    isotropic Gaussian prior ``w ~ N(0, δ⁻¹ I)``. The objective is the negative log
+    joint (up to constants)
+
+    .. math::
+
+        f(w) = \\sum_i \\bigl(\\operatorname{softplus}(z_i) - t_i z_i\\bigr)
+               + \\frac{δ}{2} \\lVert w \\rVert^2,
+
+    a summed (not averaged) cross-entropy, so that the Laplace evidence is that of
+    the data set. Built as a composite objective (model → ``{"logits", "prior"}``,
+    output loss → cross-entropy + ``½‖prior‖²``), so the GGN ``Φᵀ diag(p(1 − p)) Φ
+    + δI`` applies; the model is linear in ``w``, so the GGN is the Hessian. The
+    :class:`~experiments.problems.base.StatisticalModel` separates the likelihood
+    from the prior, which is what tuning δ by the evidence (MacKay 1992 §4) and
+    the linearized predictive over the plane need.
+
+    Args:
+      key: PRNG key of the run; the data are its only randomness.
+      num_points: number of points (``>= 4``), alternating between the two moons.
+      noise: standard deviation of the Gaussian noise on the points (``>= 0``).
+      degree: total degree of the polynomial features (``>= 1``; 3 gives 10 weights).
+      prior_precision: δ >= 0 of the prior inside the objective.
+
+    Returns:
+      A :class:`Problem` with params ``w`` of shape ``((degree + 1)(degree + 2)/2,)``
+      starting at zero, a training ``accuracy`` metric, a report with the final loss,
+      accuracy and ‖∇f‖∞, and a Bernoulli statistical model whose figures cover
+      ``[−1.8, 2.8] × [−1.4, 1.9]``.
+
+    References:
+      MacKay (1992), "The evidence framework applied to classification networks",
+      Neural Computation 4(5), §2–3; Bishop (2006), Pattern Recognition and Machine
+      Learning, §4.5 (Bayesian logistic regression, the Laplace approximation).
+    """
+    fn = "moons_logistic"
+    _check_int(fn, "num_points", num_points, 4)
+    _check_nonnegative(fn, "noise", noise)
+    _check_int(fn, "degree", degree, 1)
+    _check_nonnegative(fn, "prior_precision", prior_precision)
+    points, labels = two_moons(key, num_points, noise)
+    points, labels = _frozen(points), _frozen(labels)
+    prior_scale = math.sqrt(prior_precision)
+
+    def logits(w: jax.Array, inputs: Any) -> jax.Array:
+        return polynomial_features(jnp.asarray(inputs, w.dtype), degree) @ w
+
+    def cross_entropy(z: jax.Array) -> jax.Array:
+        t = jnp.asarray(labels, z.dtype)
+        return jnp.sum(jax.nn.softplus(z) - t * z)
+
+    nll = nj.composite_objective(lambda w: logits(w, points), cross_entropy)
+
+    def joint_model(w: jax.Array) -> dict[str, jax.Array]:
+        return {"logits": logits(w, points), "prior": prior_scale * w}
+
+    def joint_loss(outputs: dict[str, jax.Array]) -> jax.Array:
+        return cross_entropy(outputs["logits"]) + 0.5 * jnp.sum(outputs["prior"] ** 2)
+
+    objective = nj.composite_objective(joint_model, joint_loss)
+
+    def accuracy(w: jax.Array) -> jax.Array:
+        correct = (logits(w, points) > 0) == (jnp.asarray(labels) == 1)
+        return jnp.mean(correct.astype(w.dtype))
+
+    def metrics(w: jax.Array) -> dict[str, jax.Array]:
+        return {"accuracy": accuracy(w)}
+
+    num_weights = (degree + 1) * (degree + 2) // 2
+    statistical_model = StatisticalModel(
+        model_fn=logits,
+        inputs=points,
+        targets=labels,
+        likelihood="bernoulli",
+        negative_log_likelihood=nll,
+        prior_precision=float(prior_precision),
+        plot_inputs=(_frozen(np.linspace(-1.8, 2.8, 120)), _frozen(np.linspace(-1.4, 1.9, 100))),
+    )
+    return Problem(
+        name=f"moons_logistic_deg{degree}",
+        objective=objective,
+        init_params=jnp.zeros(num_weights, _float_dtype()),
+        metrics=metrics,
+        report=_classification_report(objective, accuracy),
+        description=(
+            f"Bayesian logistic regression on two moons ({num_points} points, noise {noise}), "
+            f"degree-{degree} polynomial features ({num_weights} weights), prior precision "
+            f"{prior_precision}"
+        ),
+        statistical_model=statistical_model,
+    )
+
+
 def _glorot(key: jax.Array, fan_in: int, fan_out: int, dtype: Any) -> jax.Array:
     std = math.sqrt(2.0 / (fan_in + fan_out))
     return std * jax.random.normal(key, (fan_in, fan_out), dtype)
@@ -633,7 +779,11 @@ def nist_problem(*, dataset: str = "Misra1a", start: int = 1) -> Problem:
       A :class:`Problem` with a least-squares objective on a parameter vector,
       ``target_loss`` at the certified optimum (``½ RSS·(1 + 1e-6)``) and a report
       with the fitted and certified parameters, the LRE of each, the fitted and
-      certified RSS (``Σr²``) and the LRE of the RSS.
+      certified RSS (``Σr²``) and the LRE of the RSS. Its
+      :class:`~experiments.problems.base.StatisticalModel` (Gaussian, the objective
+      as negative log likelihood with unit noise variance, the file's model as mean
+      response, a curve 25% past the last point for one-predictor data sets) is what
+      a config's ``uncertainty:`` section reads.
 
     Raises:
       ValueError: for an unknown data set or a start other than 1 or 2; the message
@@ -681,11 +831,28 @@ def nist_problem(*, dataset: str = "Misra1a", start: int = 1) -> Problem:
             "note": "rss = sum(r**2) = 2 * objective (the objective is 0.5*||r||^2)",
         }
 
+    def mean_response(b: jax.Array, inputs: Any) -> jax.Array:
+        return data.model(b, jnp.asarray(inputs, b.dtype))
+
+    plot_inputs = None
+    if data.x.ndim == 1:  # one predictor: draw the curve 25% past the last point
+        low, high = float(np.min(data.x)), float(np.max(data.x))
+        plot_inputs = _frozen(np.linspace(low, high + 0.25 * (high - low), 400))
+    statistical_model = StatisticalModel(
+        model_fn=mean_response,
+        inputs=data.x,
+        targets=data.y,
+        likelihood="gaussian",
+        negative_log_likelihood=objective,
+        plot_inputs=plot_inputs,
+    )
+
     return Problem(
         name=f"nist_{data.name}_start{start}",
         objective=objective,
         init_params=jnp.asarray(data.starts[start - 1], dtype=_float_dtype()),
         report=report,
+        statistical_model=statistical_model,
         target_loss=0.5 * data.certified_rss * (1.0 + 1e-6),
         description=(
             f"NIST StRD {data.name} ({data.difficulty} difficulty, {data.num_params} "
