@@ -208,6 +208,12 @@ def minimize(
       verbose: print each iteration with ``jax.debug.print``.
       batch_lanes: under ``jax.vmap``, the number of problems solved side by side
         (see below); default ``N`` for ``N <= 128`` problems, else about ``4√N`` (at least 128).
+      mesh: under ``jax.vmap``, a :class:`jax.sharding.Mesh` whose devices split
+        the batch (see "Across devices" below); ``None``: the ambient mesh of
+        ``jax.set_mesh``, if any. Static: part of the compiled-solve key.
+      batch_axis: the mesh axis (or tuple of axes) that splits the batch;
+        ``None``: every axis of the mesh; ``()``: one pool for the whole batch
+        even on a mesh.
 
     Returns:
       A :class:`SolveResult`.
@@ -219,6 +225,18 @@ def minimize(
     Each result is the one a single solve would give. The batch starts with one
     evaluation of ``f`` and ``∇f`` at all N starting points, so memory holds N start
     states (the size of N results).
+
+    Across devices: on a mesh (``mesh=`` or the ambient ``jax.set_mesh``) the
+    batch is split over ``batch_axis`` with :func:`jax.shard_map` and every device
+    runs its own pool (``batch_lanes`` wide) on its own problems, so under
+    ``jax.jit`` inputs sharded as ``NamedSharding(mesh, P(batch_axis))`` give
+    results sharded the same way and the compiled solve holds no collective. A
+    batch that does not divide over the devices is padded with copies of its last
+    problem (results dropped). Results equal the one-device ones up to rounding::
+
+        mesh = jax.make_mesh((jax.device_count(),), ("data",))
+        solve = jax.jit(jax.vmap(lambda x0, y: nj.least_squares(res, x0, args=(y,), mesh=mesh)))
+        out = solve(x0s, ys)   # x0s, ys: jax.device_put(..., NamedSharding(mesh, P("data")))
 
     Examples:
       >>> import jax.numpy as jnp
@@ -291,6 +309,9 @@ def least_squares(
       verbose: print each iteration.
       batch_lanes: problems advanced together under ``jax.vmap`` (see
         :func:`minimize`).
+      mesh: under ``jax.vmap``, the mesh whose devices split the batch (see
+        :func:`minimize`, "Across devices"); ``None``: the ambient mesh, if any.
+      batch_axis: the mesh axis (or axes) that splits the batch; ``None``: all.
 
     Returns:
       A :class:`SolveResult`.

@@ -135,7 +135,8 @@ def _check_tolerance(fn_name, name, value):
 
 
 def make_settings(fn_name, dtype, *, gtol, ftol, xtol, maxiter, stall_limit, history,
-                  verbose, batch_lanes, gtol_abs=None, batch_sharding=None) -> Settings:  # fmt: skip
+                  verbose, batch_lanes, gtol_abs=None,
+                  batch_sharding=None) -> Settings:  # fmt: skip
     """Check the loop options of ``fn_name`` and fill in the dtype's default tolerances."""
     if not _is_int(maxiter) or maxiter < 1:
         raise ValueError(f"{fn_name}: maxiter must be an int >= 1, got {maxiter!r}")
