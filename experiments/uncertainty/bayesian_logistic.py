@@ -25,7 +25,9 @@ the probit-corrected probability widens the uncertain band along the boundary wh
 the data are sparse. (Cubic logits grow faster than their SD far out, so the corners
 stay confident: a limit of the feature map, not of the posterior.)
 
-Runtime: ~40 s of CPU (mostly compiling the vmapped grid of refits).
+Runtime: ~40 s of CPU (mostly compiling the vmapped grid of refits). The same data
+and model, with the prior tuned by L-BFGS instead of Adam, run from a config:
+``newtonjax run configs/bayesian_logistic.yaml`` (problem ``moons_logistic``).
 
 Command::
 
@@ -48,27 +50,15 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import newtonjax as nj  # noqa: E402
+from newtonjax.experiments.problems.builtin import polynomial_features, two_moons  # noqa: E402
 
 DEGREE = 3
 STEPS = 80  # Adam steps on log δ
 
 
-def moons(key, num=120, noise=0.25):
-    """Two interleaved half circles with Gaussian noise; labels 0/1."""
-    k1, k2 = jax.random.split(key)
-    angle = jax.random.uniform(k1, (num,)) * jnp.pi
-    label = (jnp.arange(num) % 2).astype(jnp.float64)
-    upper = jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=1)
-    lower = jnp.stack([1.0 - jnp.cos(angle), 0.5 - jnp.sin(angle)], axis=1)
-    x = jnp.where(label[:, None] == 0, upper, lower)
-    return x + noise * jax.random.normal(k2, x.shape), label
-
-
 def features(x):
-    """All monomials x1^i x2^j with i + j <= DEGREE (10 for DEGREE = 3)."""
-    x = (x - jnp.array([0.5, 0.25])) / jnp.array([1.0, 0.6])
-    cols = [x[:, 0] ** i * x[:, 1] ** j for i in range(DEGREE + 1) for j in range(DEGREE + 1 - i)]
-    return jnp.stack(cols, axis=1)
+    """All monomials x1^i x2^j with i + j <= DEGREE (10 for DEGREE = 3), centred."""
+    return polynomial_features(x, DEGREE)
 
 
 def logits(w, phi):
@@ -81,7 +71,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    x, t = moons(jax.random.PRNGKey(args.seed))
+    x, t = two_moons(jax.random.PRNGKey(args.seed), 120, 0.25)
     phi = features(x)
     n = phi.shape[1]
 
