@@ -21,6 +21,7 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+import newtonjax as nj
 from newtonjax import _uncertainty
 from newtonjax.experiments import runner, uncertainty
 from newtonjax.experiments.config import (
@@ -31,7 +32,7 @@ from newtonjax.experiments.config import (
     parse_config,
 )
 from newtonjax.experiments.problems import builtin, nist
-from newtonjax.experiments.problems.base import PROBLEMS
+from newtonjax.experiments.problems.base import PROBLEMS, Problem
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CURVE_FIT = ROOT / "configs" / "curve_fit_band.yaml"
@@ -360,3 +361,40 @@ def test_moons_logistic_problem_matches_numpy():
     assert float(problem.objective(w)) == pytest.approx(nll + 0.5 * w @ w)
     with pytest.raises(ValueError, match="moons_logistic: degree must be an int >= 1"):
         PROBLEMS["moons_logistic"](key=jax.random.PRNGKey(0), degree=0)
+
+
+def test_library_errors_are_reported_not_numbers():
+    # A rank-deficient Jacobian (only b0 + b1 is determined) and an indefinite Hessian:
+    # the analysis says what is wrong instead of giving standard errors.
+    x = np.array([0.0, 1.0, 2.0])
+    objective = nj.least_squares_objective(lambda b: (b[0] + b[1]) * x - x**2)
+    problem = Problem(name="flat", objective=objective, init_params=np.ones(2))
+    section = parse_config(COVARIANCE).uncertainty
+    analysis = uncertainty.analyse(section, problem, np.ones(2), jax.random.PRNGKey(0))
+    assert set(analysis.report) == {"kind", "error"} and analysis.figure is None
+    assert (
+        "parameter_covariance: the Jacobian has numerical rank 1 < n = 2"
+        in (analysis.report["error"])
+    )
+    saddle = Problem(
+        name="saddle", objective=lambda p: p[0] ** 2 - p[1] ** 2, init_params=np.zeros(2)
+    )
+    section = parse_config(LAPLACE).uncertainty
+    analysis = uncertainty.analyse(section, saddle, np.zeros(2), jax.random.PRNGKey(0))
+    assert (
+        "laplace: the precision (curvature + prior_precision·I) is not positive definite"
+        in (analysis.report["error"])
+    )
+
+
+def test_moons_logistic_follows_the_builder_contract():
+    import inspect
+
+    builder = PROBLEMS["moons_logistic"]
+    signature = inspect.signature(builder)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in signature.parameters.values())
+    assert signature.parameters["key"].annotation is jax.Array
+    for name, param in signature.parameters.items():
+        if name != "key":
+            assert type(param.default) is param.annotation, name
+    assert "References:" in builder.__doc__
