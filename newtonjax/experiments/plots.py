@@ -169,8 +169,8 @@ def predictive(path: str | Path, figure: dict, title: str = "") -> Path:
         ax = axes[0]
         grid, mean, sd = figure["grid"], figure["mean"], figure["sd"]
         z = float(np.sqrt(2.0) * _erfinv(figure["level"]))
-        ax.fill_between(grid, mean - z * sd, mean + z * sd, color="C0", alpha=0.3,
-                        label=f"{100 * figure['level']:g}% band (linearized)")  # fmt: skip
+        label = f"{100 * figure['level']:g}% band of the mean (linearized)"
+        ax.fill_between(grid, mean - z * sd, mean + z * sd, color="C0", alpha=0.3, label=label)
         ax.plot(grid, mean, "C0", label="predictive mean")
         ax.plot(x, y, "k.", label="data")
         ax.legend(loc="best", fontsize="small")

@@ -134,6 +134,11 @@ BAD = [
         "uncertainty.tune_steps: must be >= 1",
     ),
     (
+        "tuning a low-rank posterior",
+        with_section(LAPLACE, tune_prior=True, structure="lowrank", rank=3),
+        "uncertainty.structure: tune_prior needs the gradient of the evidence",
+    ),
+    (
         "wrong type",
         with_section(LAPLACE, tune_prior="yes"),
         "uncertainty.tune_prior: expected true",
