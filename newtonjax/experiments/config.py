@@ -34,6 +34,11 @@ __all__ = [
 ]
 
 DEVICES = ("auto", "cpu", "gpu", "tpu")
+
+#: Axis names of ``mesh:``. ``data`` splits a batch of problems (``batch_size > 0``:
+#: every instance with its data) or, for a single problem, the rows of its data
+#: (data parallel, parameters replicated).
+MESH_AXES = ("data",)
 #: ``uncertainty.kind``: ``nj.parameter_covariance`` or ``nj.laplace``.
 UNCERTAINTY_KINDS = ("covariance", "laplace")
 #: ``uncertainty.curvature`` and ``uncertainty.structure``: the choices of ``nj.laplace``.
@@ -140,6 +145,7 @@ class ExperimentConfig:
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     sweep: SweepConfig | None = None
     uncertainty: UncertaintyConfig | None = None
+    mesh: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------- coercion
@@ -312,6 +318,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
         raise ConfigError(
             f"device: unknown device {config.device!r}; valid choices: " + ", ".join(DEVICES)
         )
+    validate_mesh(config.mesh)
     if config.run.steps < 1:
         raise ConfigError(f"run.steps: must be >= 1, got {config.run.steps}")
     if config.run.time_limit is not None and config.run.time_limit <= 0:
@@ -419,6 +426,16 @@ def validate_uncertainty(section: UncertaintyConfig, labels: list[str]) -> None:
             "Lanczos iteration of structure lowrank does not have in reverse mode; "
             "valid choices with tune_prior: full, diag"
         )
+
+
+def validate_mesh(mesh: dict[str, Any]) -> None:
+    """Check ``mesh:`` (axis name -> number of devices); the device count is checked
+    when the run starts (:func:`newtonjax.experiments.runner.make_mesh`)."""
+    for axis, size in mesh.items():
+        if axis not in MESH_AXES:
+            raise ConfigError(f"mesh: unknown axis {axis!r}; valid axes: " + ", ".join(MESH_AXES))
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"mesh.{axis}: expected a number of devices >= 1, got {size!r}")
 
 
 def validate_params(signature: dict[str, Any], params: dict[str, Any], path: str) -> None:

@@ -37,6 +37,7 @@ from newtonjax.experiments.problems import base
 
 __all__ = [
     "setup_platform",
+    "make_mesh",
     "compilation_cache_dir",
     "make_run_dir",
     "run_experiment",
@@ -152,6 +153,66 @@ def setup_platform(config: ExperimentConfig) -> jax.Device:
         device = devices[0]
     jax.config.update("jax_default_device", device)
     return device
+
+
+def make_mesh(config: ExperimentConfig, device: jax.Device) -> jax.sharding.Mesh | None:
+    """The device mesh of ``mesh:`` on ``device``'s platform, or ``None`` without one.
+
+    ``mesh: {data: 4}`` takes the first 4 devices of the platform; asking for more
+    devices than there are is a :class:`ConfigError` (on a CPU, more can be emulated
+    with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set before JAX
+    starts).
+    """
+    if not config.mesh:
+        return None
+    names = tuple(config.mesh)
+    sizes = tuple(config.mesh[a] for a in names)
+    needed = math.prod(sizes)
+    devices = jax.devices(device.platform)
+    if needed > len(devices):
+        layout = ", ".join(f"{a}: {n}" for a, n in config.mesh.items())
+        hint = (
+            "; set XLA_FLAGS=--xla_force_host_platform_device_count=N before starting "
+            "to emulate N CPU devices"
+            if device.platform == "cpu"
+            else ""
+        )
+        raise ConfigError(
+            f"mesh: {{{layout}}} needs {needed} devices, but {len(devices)} "
+            f"{device.platform} device(s) are present{hint}"
+        )
+    return jax.sharding.Mesh(np.array(devices[:needed]).reshape(sizes), names)
+
+
+def _shard_inputs(problem: base.Problem, mesh: jax.sharding.Mesh, params, state, data):
+    """``params``, ``state`` and ``data`` placed on ``mesh``.
+
+    A batch of problems is split over the ``data`` axis (every leaf whose leading
+    axis is the batch; the batch must divide evenly); a single problem keeps its
+    parameters and state replicated and splits the rows of each data leaf whose
+    leading axis divides evenly (data parallel: XLA then reduces the gradient and
+    each curvature product with one all-reduce). Everything else is replicated.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    size = mesh.shape["data"]
+    split = NamedSharding(mesh, PartitionSpec("data"))
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def place(tree, rows):
+        def one(x):
+            if not hasattr(x, "shape"):
+                return x
+            ok = rows is not None and x.ndim >= 1 and (x.shape[0] == rows or (
+                rows == 0 and x.shape[0] % size == 0))  # fmt: skip
+            return jax.device_put(x, split if ok else whole)
+
+        return jax.tree.map(one, tree)
+
+    if problem.batch_size:  # divisible: checked by run_experiment
+        rows = problem.batch_size
+        return place(params, rows), place(state, rows), place(data, rows)
+    return place(params, None), place(state, None), place(data, 0)
 
 
 # ------------------------------------------------------------------ run folder
@@ -316,7 +377,7 @@ def _jsonable(x: Any) -> Any:
 # --------------------------------------------------------------------- the run
 
 
-def _run_optimizer(problem, opt, config, metrics_file, progress):
+def _run_optimizer(problem, opt, config, metrics_file, progress, mesh=None):
     from tqdm.auto import tqdm
 
     try:
@@ -326,6 +387,8 @@ def _run_optimizer(problem, opt, config, metrics_file, progress):
     state = _init_state(problem, tx)
     params = problem.init_params
     data = problem.data
+    if mesh is not None:
+        params, state, data = _shard_inputs(problem, mesh, params, state, data)
     step = _make_step(problem, tx)
     t0 = time.perf_counter()
     compiled = step.lower(params, state, data).compile()
@@ -473,6 +536,13 @@ def run_experiment(
         swept = config.sweep.optimizer if config.sweep is not None else None
         analysed = uncertainty.targets(config.uncertainty, [o.display for o in optimizers], swept)
 
+    mesh = make_mesh(config, device)
+    if mesh is not None and problem.batch_size % mesh.shape["data"]:
+        raise ConfigError(
+            f"mesh.data: {mesh.shape['data']} devices do not divide the batch of "
+            f"{problem.batch_size} instances of problem {config.problem.name!r}"
+        )
+
     run_dir = make_run_dir(output_dir or config.output.dir, config.name)
     _write(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     _write(run_dir / "environment.json", json.dumps(environment(device), indent=2))
@@ -490,7 +560,7 @@ def run_experiment(
             for opt in optimizers:
                 current = opt.display
                 record, params = _run_optimizer(
-                    problem, opt, config, metrics_file, config.run.progress
+                    problem, opt, config, metrics_file, config.run.progress, mesh
                 )
                 records.append(record)
                 finals[opt.display] = params

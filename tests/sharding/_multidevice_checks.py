@@ -16,7 +16,10 @@ What it measures:
   ``newton_cg`` solve (in total and per loop body), and their difference from the
   one-device results and from dense references (``jax.hessian``, ``XᵀDX``);
 * parameters sharded over a "model" axis (a 2×2 mesh): ``hvp`` and one
-  ``hessian_free`` step, their output sharding and their difference from one device.
+  ``hessian_free`` step, their output sharding and their difference from one device;
+* the experiment runner with ``mesh: {data: 4}`` on a batch of curve fits: its
+  final loss against the same run on one device, and the error for a batch that
+  does not divide over the devices.
 """
 
 from __future__ import annotations
@@ -234,9 +237,42 @@ def data_parallel(out: dict) -> None:
         out[f"model_sharded_{name}"] = entry
 
 
+def runner(out: dict) -> None:
+    import tempfile
+
+    from newtonjax.experiments.config import ConfigError, parse_config
+    from newtonjax.experiments.runner import run_experiment, setup_platform
+
+    raw = {
+        "name": "sharded_curve_fits",
+        "x64": True,
+        "problem": {"name": "curve_fits", "params": {"num_fits": 8, "num_points": 10}},
+        "optimizers": [{"name": "gauss_newton"}],
+        "run": {"steps": 3, "progress": False, "compilation_cache": False},
+        "output": {"plots": False},
+    }
+    losses = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, mesh in (("one_device", {}), ("mesh", {"data": 4})):
+            config = parse_config({**raw, "mesh": mesh})
+            run_dir = run_experiment(config, device=setup_platform(config), output_dir=tmp)
+            summary = json.loads((run_dir / "summary.json").read_text())
+            losses[name] = summary["optimizers"][0]["final_loss"]
+        try:
+            config = parse_config({**raw, "mesh": {"data": 3}})
+            run_experiment(config, device=setup_platform(config), output_dir=tmp)
+            uneven = "no error"
+        except ConfigError as err:
+            uneven = str(err)
+    out["runner"] = {
+        "vs_one_device": rel_diff(losses["mesh"], losses["one_device"]),
+        "uneven_error": uneven,
+    }
+
+
 def main() -> None:
     out = {"devices": jax.device_count(), "x64": bool(jax.config.jax_enable_x64)}
-    for section in (batched_solves, data_parallel):
+    for section in (batched_solves, data_parallel, runner):
         start = time.process_time()
         section(out)
         out.setdefault("cpu_seconds", {})[section.__name__] = time.process_time() - start

@@ -100,6 +100,12 @@ def test_model_sharded_parameters(measured, name):
         assert m["vs_dense"] <= 1e-13
 
 
+def test_runner_mesh_matches_one_device(measured):
+    m = measured["runner"]
+    assert m["vs_one_device"] <= ROUNDING
+    assert m["uneven_error"].startswith("mesh.data: 3 devices do not divide the batch of 8")
+
+
 # ------------------------------------------------------------ in this process
 
 
@@ -134,3 +140,20 @@ def test_one_device_mesh_keeps_one_pool():
     with jax.set_mesh(_mesh((1,), ("data",))):
         assert BatchSharding("minimize").placement() is None
     assert make_batch_sharding("minimize", None, ()).placement() is None
+
+
+def test_runner_mesh_errors():
+    from newtonjax.experiments.config import ConfigError, parse_config
+    from newtonjax.experiments.runner import make_mesh
+
+    raw = {"name": "m", "problem": {"name": "quadratic"}, "optimizers": [{"name": "newton"}]}
+    with pytest.raises(ConfigError, match="mesh: unknown axis 'model'; valid axes: data"):
+        parse_config({**raw, "mesh": {"model": 2}})
+    with pytest.raises(ConfigError, match=r"mesh.data: expected a number of devices >= 1"):
+        parse_config({**raw, "mesh": {"data": 0}})
+    config = parse_config({**raw, "mesh": {"data": jax.device_count() + 1}})
+    with pytest.raises(ConfigError, match="needs .* devices, but .* cpu device"):
+        make_mesh(config, jax.devices()[0])
+    assert make_mesh(parse_config(raw), jax.devices()[0]) is None
+    one = make_mesh(parse_config({**raw, "mesh": {"data": 1}}), jax.devices()[0])
+    assert dict(one.shape) == {"data": 1}
