@@ -74,7 +74,7 @@ class Analysis:
 # ---------------------------------------------------------------- before the run
 
 
-def _laplace_parts(section: UncertaintyConfig, problem: base.Problem):
+def _laplace_parts(problem: base.Problem):
     """``(fun, prior precision inside the objective)`` that the Laplace kind uses."""
     model = problem.statistical_model
     if model is not None:
@@ -94,7 +94,7 @@ def check_problem(section: UncertaintyConfig, problem: base.Problem, name: str) 
                 "objective is not one; use kind: laplace"
             )
         return
-    fun, own_prior = _laplace_parts(section, problem)
+    fun, own_prior = _laplace_parts(problem)
     if section.curvature == "ggn" and not isinstance(fun, nj.CompositeObjective):
         raise ConfigError(
             f"{where}: curvature ggn needs a least-squares or composite objective, but the "
@@ -131,11 +131,6 @@ def targets(section: UncertaintyConfig, labels: list[str], swept: str | None) ->
 
 def _flat(tree) -> np.ndarray:
     return np.asarray(jax.flatten_util.ravel_pytree(tree)[0], np.float64)
-
-
-def _host(x) -> Any:
-    array = np.asarray(x, np.float64)
-    return float(array) if array.ndim == 0 else array.tolist()
 
 
 def analyse(
@@ -243,7 +238,7 @@ def _tree_sq_norm(tree) -> jax.Array:
 
 
 def _laplace(section, problem, params, key) -> Analysis:
-    fun, own_prior = _laplace_parts(section, problem)
+    fun, own_prior = _laplace_parts(problem)
     args = _args(problem)
     options = {
         "curvature": section.curvature or "hessian",
@@ -320,6 +315,12 @@ def _tune_prior(evidence, delta: float, start: Any, max_steps: int) -> tuple[dic
         (value, mode), grad = value_and_grad(log_delta, start)
         trace_s.append(float(log_delta))
         trace_l.append(-float(value))
+        if not (math.isfinite(trace_s[-1]) and math.isfinite(trace_l[-1])):
+            raise ValueError(
+                f"tune_prior: the Laplace evidence is not finite at log prior_precision = "
+                f"{trace_s[-1]:.4g} (step {len(trace_s) - 1}); start from another "
+                "prior_precision or use tune_steps to stop earlier"
+            )
         if len(trace_s) > max_steps or abs(float(grad)) <= 1e3 * eps * max(1.0, abs(trace_l[-1])):
             break
         updates, state = update(grad, state, log_delta)
