@@ -10,10 +10,10 @@ independent, so nothing is communicated inside the loop: the compiled solve hold
 no collective when the batch divides evenly over the devices.
 
 Which mesh: the one given to the solve (``minimize(..., mesh=mesh)``), else the
-ambient mesh of ``jax.set_mesh``; with neither (or a single device on the batch
-axes) the batch is solved by one pool as before. A batch that does not divide
-evenly over the devices is padded with copies of its last problem, whose results
-are dropped.
+ambient mesh of ``jax.set_mesh``; with neither the batch is solved by one pool as
+before. A batch that does not divide evenly over the devices is padded with copies
+of its last problem, whose results are dropped. Both kinds of mesh axes work
+(``AxisType.Auto`` and ``AxisType.Explicit``, the default of ``jax.make_mesh``).
 """
 
 from __future__ import annotations
@@ -86,9 +86,12 @@ class BatchSharding:
                     "(the solve is inside a shard_map over it)"
                 )
             axes = self.axes
-        size = math.prod(mesh.shape[a] for a in axes)
-        if size <= 1:
+        if not axes:
             return None
+        # A one-device mesh goes through shard_map too: arrays whose type carries
+        # an explicit sharding (``AxisType.Explicit``, the default of
+        # ``jax.make_mesh``) are then handled like the others.
+        size = math.prod(mesh.shape[a] for a in axes)
         # shard_map takes the ambient mesh when given none; an explicit mesh is used
         # as given.
         return self.mesh, axes, size

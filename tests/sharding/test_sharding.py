@@ -133,13 +133,35 @@ def test_batch_sharding_is_part_of_the_cache_key():
     assert BatchSharding("minimize") != a
 
 
-def test_one_device_mesh_keeps_one_pool():
-    # No mesh, a one-device mesh and batch_axis=() all leave the batch to one pool.
+def test_placement_without_a_mesh_is_one_pool():
     assert BatchSharding("minimize").placement() is None
-    assert make_batch_sharding("minimize", _mesh((1,), ("data",)), None).placement() is None
-    with jax.set_mesh(_mesh((1,), ("data",))):
-        assert BatchSharding("minimize").placement() is None
     assert make_batch_sharding("minimize", None, ()).placement() is None
+    mesh = _mesh((1,), ("data",))
+    assert make_batch_sharding("minimize", mesh, None).placement() == (mesh, ("data",), 1)
+    with jax.set_mesh(mesh):
+        assert BatchSharding("minimize").placement() == (None, ("data",), 1)
+
+
+def test_one_device_explicit_mesh_matches_no_mesh():
+    # jax.make_mesh gives AxisType.Explicit axes: the arrays' types carry the sharding.
+    mesh = jax.make_mesh((1,), ("data",))
+    t = jnp.linspace(0.0, 1.0, 8)
+    ys = jnp.stack([2.0 * jnp.exp(-0.5 * t), 1.5 * jnp.exp(-1.2 * t)])
+    x0s = jnp.ones((2, 2))
+
+    def fit(**kw):
+        return jax.vmap(
+            lambda x0, y: nj.least_squares(
+                lambda p, y: p[0] * jnp.exp(-p[1] * t) - y, x0, args=(y,),
+                method="gauss_newton", **kw,
+            ).params
+        )  # fmt: skip
+
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    got = jax.jit(fit(mesh=mesh))(jax.device_put(x0s, sharding), jax.device_put(ys, sharding))
+    assert got.sharding.spec[0] == "data"
+    np.testing.assert_allclose(np.asarray(got), [[2.0, 0.5], [1.5, 1.2]], rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(jax.jit(fit())(x0s, ys)), rtol=1e-14)
 
 
 def test_runner_mesh_errors():
