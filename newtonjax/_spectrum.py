@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from newtonjax import linalg
 from newtonjax._curvature import hessian_operator
-from newtonjax._tree import PyTree, tree_ravel
+from newtonjax._tree import PyTree, tree_ravel, tree_size
 
 __all__ = [
     "hessian_eigenvalues",
@@ -104,14 +104,23 @@ def hessian_eigenvalues(
         raise ValueError(
             f"{fn_name}: unknown which {which!r}; valid choices: " + ", ".join(map(repr, WHICH))
         )
-    matvec, flat, unravel = _flat_operator(f, params, args, kwargs)
-    n = flat.shape[0]
+    n = tree_size(params)
     if not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"{fn_name}: k must be an int in [1, n] with n = {n}, got {k!r}")
     m = min(n, max(4 * k, 40)) if num_steps is None else num_steps
     if not isinstance(m, int) or not k <= m <= n:
         raise ValueError(f"{fn_name}: num_steps must be an int in [k, n] = [{k}, {n}], got {m!r}")
-    v0 = jax.random.normal(key, (n,), flat.dtype)
+
+    def estimate(params, key):
+        matvec, flat, unravel = _flat_operator(f, params, args, kwargs)
+        return _top_ritz_pairs(matvec, flat, unravel, key, k, which, m, return_eigenvectors)
+
+    return jax.jit(estimate)(params, key)
+
+
+def _top_ritz_pairs(matvec, flat, unravel, key, k, which, m, return_eigenvectors):
+    """The ``k`` Ritz values (and vectors) chosen by ``which`` after ``m`` Lanczos steps."""
+    v0 = jax.random.normal(key, flat.shape, flat.dtype)
     result = linalg.lanczos(matvec, v0, m)
     tri = linalg.tridiagonal_eigh(result.alphas, result.betas, result.num_steps)
     theta = tri.eigenvalues
@@ -175,15 +184,18 @@ def hessian_trace(
     _require_key(fn_name, key)
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"{fn_name}: num_samples must be an int >= 1, got {num_samples!r}")
-    matvec, flat, _ = _flat_operator(f, params, args, kwargs)
-    n = flat.shape[0]
 
-    def sample(k):
-        z = jax.random.rademacher(k, (n,), dtype=flat.dtype)
-        return jnp.vdot(z, matvec(z), precision=jax.lax.Precision.HIGHEST)
+    def estimate(params, key):
+        matvec, flat, _ = _flat_operator(f, params, args, kwargs)
 
-    keys = jax.random.split(key, num_samples)
-    return jnp.mean(jax.lax.map(sample, keys, batch_size=batch_size))
+        def sample(k):
+            z = jax.random.rademacher(k, flat.shape, dtype=flat.dtype)
+            return jnp.vdot(z, matvec(z), precision=jax.lax.Precision.HIGHEST)
+
+        keys = jax.random.split(key, num_samples)
+        return jnp.mean(jax.lax.map(sample, keys, batch_size=batch_size))
+
+    return jax.jit(estimate)(params, key)
 
 
 class SpectralDensity(NamedTuple):
@@ -249,26 +261,41 @@ def hessian_spectral_density(
     for name, value in (("num_probes", num_probes), ("num_points", num_points)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{fn_name}: {name} must be an int >= 1, got {value!r}")
-    matvec, flat, _ = _flat_operator(f, params, args, kwargs)
-    n = flat.shape[0]
+    n = tree_size(params)
     m = min(n, 80) if num_steps is None else num_steps
     if not isinstance(m, int) or not 1 <= m <= n:
         raise ValueError(f"{fn_name}: num_steps must be an int in [1, n = {n}], got {m!r}")
 
+    def estimate(params, key, sigma):
+        matvec, flat, _ = _flat_operator(f, params, args, kwargs)
+        nodes, weights, valid = _quadrature_rules(matvec, flat, key, num_probes, m)
+        return _smoothed_density(nodes, weights, valid, sigma, num_points, flat.dtype)
+
+    return jax.jit(estimate)(params, key, sigma)
+
+
+def _quadrature_rules(matvec, flat, key, num_probes, m):
+    """Gauss nodes, weights and validity masks of ``num_probes`` Rademacher probes."""
+
     def probe(k):
-        v0 = jax.random.rademacher(k, (n,), dtype=flat.dtype)
+        v0 = jax.random.rademacher(k, flat.shape, dtype=flat.dtype)
         result = linalg.lanczos(matvec, v0, m)
         tri = linalg.tridiagonal_eigh(result.alphas, result.betas, result.num_steps)
         weights = jnp.where(tri.valid, tri.eigenvectors[0, :] ** 2, 0.0)
         return jnp.where(tri.valid, tri.eigenvalues, 0.0), weights, tri.valid
 
-    nodes, weights, valid = jax.lax.map(probe, jax.random.split(key, num_probes))
+    return jax.lax.map(probe, jax.random.split(key, num_probes))
+
+
+def _smoothed_density(nodes, weights, valid, sigma, num_points, dtype):
+    """Gaussian-smoothed average of the probes' quadrature rules on a grid."""
+    num_probes = nodes.shape[0]
     lo = jnp.min(jnp.where(valid, nodes, jnp.inf))
     hi = jnp.max(jnp.where(valid, nodes, -jnp.inf))
     spread = jnp.where(hi > lo, hi - lo, jnp.maximum(jnp.abs(hi), 1.0))
-    sigma = 0.01 * spread if sigma is None else jnp.asarray(sigma, flat.dtype)
+    sigma = 0.01 * spread if sigma is None else jnp.asarray(sigma, dtype)
     grid = jnp.linspace(lo - 5.0 * sigma, hi + 5.0 * sigma, num_points)
     gauss = jnp.exp(-0.5 * ((grid[:, None, None] - nodes[None]) / sigma) ** 2)
     gauss = gauss / (sigma * jnp.sqrt(2.0 * jnp.pi))
     density = jnp.sum(gauss * weights[None], axis=(1, 2)) / num_probes
-    return SpectralDensity(grid, density, nodes, weights, jnp.asarray(sigma, flat.dtype))
+    return SpectralDensity(grid, density, nodes, weights, jnp.asarray(sigma, dtype))

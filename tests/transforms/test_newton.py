@@ -60,7 +60,7 @@ class TestDirection(chex.TestCase):
         f = lambda w: w[0] ** 2 + w[0] * w[1] - w[1] ** 2  # noqa: E731
         w = jnp.array([0.5, 0.3])
         g = jax.grad(f)(w)
-        tx = scale_by_newton(damping=0.1)
+        tx = scale_by_newton(damping=0.1, scaling="none")
         u, state = tx.update(g, tx.init(w), w, value_fn=f)
         h = np.array([[2.0, 1.0], [1.0, -2.0]])
         lam = np.linalg.eigvalsh(h)
@@ -71,6 +71,28 @@ class TestDirection(chex.TestCase):
         assert float(jnp.vdot(u, g)) > 0  # -u is a descent direction
         assert bool(state.info.modified)
         np.testing.assert_allclose(state.info.min_eigenvalue, lam[0], rtol=1e-12)
+
+    def test_scaled_shift_at_saddle_is_the_shift_of_the_scaled_hessian(self):
+        # Badly scaled indefinite H: B = H + τD², D = sqrt|diag H|, with τ the
+        # smallest shift that lifts the eigenvalues of D⁻¹HD⁻¹ to the floor δ.
+        h = np.array([[1e6, 2e3], [2e3, 1.0]])  # D⁻¹HD⁻¹ = [[1, 2], [2, 1]]: λ = -1, 3
+        f = lambda w: 0.5 * w @ jnp.asarray(h) @ w  # noqa: E731
+        w = jnp.array([1e-3, 0.5])
+        g = jax.grad(f)(w)
+        tx = scale_by_newton()
+        u, state = tx.update(g, tx.init(w), w, value_fn=f)
+        d = np.sqrt(np.diag(h))
+        delta = np.sqrt(np.finfo(np.float64).eps) * 3.0
+        tau = delta + 1.0
+        np.testing.assert_allclose(state.info.damping, tau, rtol=1e-10)
+        np.testing.assert_allclose(state.info.min_eigenvalue, -1.0, rtol=1e-10)
+        np.testing.assert_allclose(u, np.linalg.solve(h + tau * np.diag(d**2), g), rtol=1e-8)
+        assert float(jnp.vdot(u, g)) > 0 and bool(state.info.modified)
+        # Invariant to rescaling x: with x = z/c the step in z is c·(step in x).
+        c = np.array([2.0**-5, 2.0**3])
+        fz = lambda z: f(z / jnp.asarray(c))  # noqa: E731
+        uz, _ = tx.update(jax.grad(fz)(w * c), tx.init(w), w * c, value_fn=fz)
+        np.testing.assert_allclose(uz, c * np.asarray(u), rtol=1e-10)
 
     def test_damping_is_minimum_shift_for_convex_hessian(self):
         f = lambda w: jnp.sum(w**2) + w[0] * w[1]  # noqa: E731
@@ -186,10 +208,15 @@ class TestOptaxProtocol:
         )
         w = jnp.zeros(3)
         state = opt.init(w)
-        for _ in range(30):
+
+        @jax.jit
+        def step(w, state):
             value, g = jax.value_and_grad(f)(w, data)
             updates, state = opt.update(g, state, w, value=value, grad=g, value_fn=f, data=data)
-            w = optax.apply_updates(w, updates)
+            return optax.apply_updates(w, updates), state
+
+        for _ in range(30):
+            w, state = step(w, state)
         np.testing.assert_allclose(w, data, atol=1e-8)
 
     @pytest.mark.parametrize("solver", ["dense", "cg"])
@@ -243,11 +270,13 @@ class TestOptaxProtocol:
 
         def solve(target):
             f = lambda w: jnp.sum((w - target) ** 2) + jnp.sum((w - target) ** 4)  # noqa: E731
-            w = jnp.zeros(2)
-            state = opt.init(w)
-            for _ in range(25):
+            def step(carry, _):
+                w, state = carry
                 updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
-                w = optax.apply_updates(w, updates)
+                return (optax.apply_updates(w, updates), state), None
+
+            w = jnp.zeros(2)
+            (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), length=25)
             return w
 
         got = jax.jit(jax.vmap(solve))(targets)
@@ -266,5 +295,7 @@ class TestOptaxProtocol:
             scale_by_newton(solver="lu")
         with pytest.raises(ValueError, match="damping"):
             scale_by_newton(damping=-1.0)
+        with pytest.raises(ValueError, match="scaling.*valid choices"):
+            scale_by_newton(scaling="column")
         with pytest.raises(ValueError, match="saddle_free"):
             scale_by_newton(saddle_free=True, solver="cg")
