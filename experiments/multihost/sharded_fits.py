@@ -161,9 +161,7 @@ def main(argv=None) -> None:
     # Auto axes: XLA decides how the data-parallel products are reduced. (With
     # jax.make_mesh's default Explicit axes the batched solve works as it is, but
     # ``X @ w`` over sharded rows needs an ``out_sharding``.)
-    mesh = jax.make_mesh(
-        (jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     if jax.process_index() == 0:
         print(
             f"{jax.process_count()} process(es), {jax.device_count()} device(s) in all, "
