@@ -120,3 +120,25 @@ def test_a_start_at_the_solution_stops_at_once():
     sol = nj.least_squares(residual, X0, gtol=0.0, maxiter=500).params
     res = nj.least_squares(residual, sol, gtol=1e-6)
     assert int(res.num_steps) == 0 and int(res.status) == nj.Status.GTOL
+
+
+def test_the_default_iteration_cap_grows_with_n_up_to_1000():
+    from newtonjax._solve._settings import default_maxiter
+
+    # MINPACK's 100·(n + 1), capped: by hand.
+    assert [default_maxiter(n) for n in (1, 2, 3, 9, 10, 10**6)] == [200, 300, 400, 1000,
+                                                                     1000, 1000]  # fmt: skip
+    # f = Σ exp(−x_i) keeps decreasing by a factor e per Newton step (x_i += 1) until
+    # exp underflows near x = 745: with every tolerance 0 the solve runs to its cap.
+    f = lambda x: jnp.sum(jnp.exp(-x))  # noqa: E731
+    for n in (1, 2):
+        res = nj.minimize(f, jnp.zeros(n), method="newton", gtol=0.0, ftol=0.0, xtol=0.0,
+                          history=True)  # fmt: skip
+        assert int(res.status) == nj.Status.MAX_STEPS
+        assert int(res.num_steps) == 100 * (n + 1)
+        assert res.history["value"].shape == (100 * (n + 1) + 1,)
+        np.testing.assert_allclose(res.params, 100.0 * (n + 1), rtol=1e-12)
+    res = nj.minimize(f, jnp.zeros(2), method="newton", gtol=0.0, ftol=0.0, xtol=0.0, maxiter=7)
+    assert int(res.num_steps) == 7
+    with pytest.raises(ValueError, match="maxiter must be an int >= 1 or None"):
+        nj.minimize(f, jnp.zeros(2), maxiter=0)

@@ -146,7 +146,7 @@ def minimize(
     args: tuple = (),
     method: str | optax.GradientTransformation = "trust_region",
     options: dict[str, Any] | None = None,
-    maxiter: int = 200,
+    maxiter: int | None = None,
     gtol: float | jax.Array | None = None,
     ftol: float | jax.Array | None = None,
     xtol: float | jax.Array | None = None,
@@ -195,7 +195,8 @@ def minimize(
         ``"hessian_free"``, or any optax transform (the loop passes ``value_fn``,
         ``value`` and ``grad``; its updates are added to ``x``).
       options: keyword arguments of the method's alias (e.g. ``initial_radius``).
-      maxiter: iteration cap (static).
+      maxiter: iteration cap (static); ``None``: ``min(100·(n + 1), 1000)`` for ``n``
+        parameters (see :func:`~newtonjax._solve._settings.default_maxiter`).
       gtol: tolerance of the scale-invariant gradient test (not an absolute
         bound on ``‖∇f‖∞``; see ``default_tolerances``); 0 turns it off.
       ftol: relative function-decrease tolerance.
@@ -264,7 +265,7 @@ def least_squares(
     args: tuple = (),
     method: str | optax.GradientTransformation = "levenberg_marquardt",
     options: dict[str, Any] | None = None,
-    maxiter: int = 200,
+    maxiter: int | None = None,
     gtol: float | jax.Array | None = None,
     ftol: float | jax.Array | None = None,
     xtol: float | jax.Array | None = None,
@@ -297,7 +298,8 @@ def least_squares(
       method: ``"levenberg_marquardt"`` (default), ``"gauss_newton"``, or any
         method of :func:`minimize`.
       options: keyword arguments of the method's alias.
-      maxiter: iteration cap.
+      maxiter: iteration cap; ``None``: ``min(100·(n + 1), 1000)`` (see
+        :func:`minimize`).
       gtol: tolerance of MINPACK's cosine test ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)``
         (scale-invariant; not an absolute bound on ``‖Jᵀr‖∞``; see
         ``default_tolerances``); 0 turns it off.

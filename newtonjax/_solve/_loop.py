@@ -27,6 +27,7 @@ from newtonjax._tree import (
     tree_max_abs,
     tree_norm,
     tree_ravel,
+    tree_size,
     tree_where,
 )
 from newtonjax.linalg import SolverStatus
@@ -292,11 +293,13 @@ def make_solver(fn_name: str, fun, tx: optax.GradientTransformation, method: Met
                 products: int, settings: Settings) -> Solver:  # fmt: skip
     """The loop shared by ``minimize`` and ``least_squares``, single or pooled."""
 
+    # The default maxiter depends on n, static in each trace.
     def init(x0, args):
-        return _init(fun, tx, settings, x0, args)
+        return _init(fun, tx, settings.for_size(tree_size(x0)), x0, args)
 
     def step(c, args):
-        return _step(fn_name, fun, tx, method, products, settings, c, args)
+        sized = settings.for_size(tree_size(c.params))
+        return _step(fn_name, fun, tx, method, products, sized, c, args)
 
     return Solver(init, step, _finish)
 

@@ -9,12 +9,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["COSINE_JACOBIAN_MAX", "Settings", "default_tolerances", "make_settings"]
+__all__ = [
+    "COSINE_JACOBIAN_MAX",
+    "Settings",
+    "default_maxiter",
+    "default_tolerances",
+    "make_settings",
+]
 
 
 #: Largest ``n`` for which a least-squares solve whose rule does not report its
 #: Jacobian's column norms forms ``J`` (``n`` forward products) for the cosine test.
 COSINE_JACOBIAN_MAX = 100
+
+#: Upper end of the default iteration cap (see :func:`default_maxiter`).
+MAXITER_CAP = 1000
+
+
+def default_maxiter(n: int) -> int:
+    """The default iteration cap for ``n`` parameters: ``min(100·(n + 1), 1000)``.
+
+    MINPACK's budget (``lmder1``'s ``maxfev = 100·(n + 1)``, Moré, Garbow &
+    Hillstrom 1980, MINPACK-1 User Guide §4): a trust-region or line-search Newton
+    method needs more steps through the global phase when there are more
+    directions to resolve (on the Moré–Garbow–Hillstrom set, Meyer's n = 3 takes
+    over 250 Newton steps and Brown–Dennis's n = 4 over 200 Gauss–Newton ones),
+    while its local convergence does not depend on ``n``. It gives 200 for n = 1 and
+    grows by 100 per parameter up to 1000 (n >= 9): a solve that spins to the cap
+    wastes at most that many iterations, which keeps large problems and batched
+    solves (where one lane can hold a pool) bounded. scipy's ``minimize`` uses
+    ``200·n`` without a bound. Rounding limits stop a solve sooner
+    (``Status.STALLED``).
+    """
+    return min(100 * (n + 1), MAXITER_CAP)
 
 
 def default_tolerances(dtype) -> dict[str, float]:
@@ -27,6 +54,7 @@ def default_tolerances(dtype) -> dict[str, float]:
     ftol      1e-15       1e-6
     xtol      1e-12       1e-6
     gtol_abs  off         off
+    maxiter   min(100·(n + 1), 1000), any dtype (:func:`default_maxiter`)
     ========  ==========  ==========================================
 
     The tests, at the new point ``x`` with ``f = f(x)``, ``g = ∇f(x)`` (the first
@@ -91,7 +119,9 @@ class Settings:
         :func:`default_tolerances`).
       ftol: relative decrease tolerance on ``f``.
       xtol: relative step tolerance.
-      maxiter: iteration cap (rejected steps included).
+      maxiter: iteration cap (rejected steps included); ``None``:
+        :func:`default_maxiter` of the number of parameters, set by
+        :meth:`for_size` when the solve is built.
       stall_limit: iterations without decrease before ``Status.STALLED``.
       history: whether to record per-iteration values.
       verbose: whether to print each iteration.
@@ -105,7 +135,7 @@ class Settings:
     gtol: float | jax.Array
     ftol: float | jax.Array
     xtol: float | jax.Array
-    maxiter: int = 200
+    maxiter: int | None = None
     stall_limit: int = 25
     history: bool = False
     verbose: bool = False
@@ -116,6 +146,12 @@ class Settings:
     def tolerances(self, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(gtol, ftol, xtol)`` as arrays of ``dtype``."""
         return tuple(jnp.asarray(t, dtype) for t in (self.gtol, self.ftol, self.xtol))
+
+    def for_size(self, n: int) -> Settings:
+        """These settings with the default ``maxiter`` resolved for ``n`` parameters."""
+        if self.maxiter is not None:
+            return self
+        return dataclasses.replace(self, maxiter=default_maxiter(n))
 
     def hashable(self) -> bool:
         try:
@@ -138,8 +174,8 @@ def make_settings(fn_name, dtype, *, gtol, ftol, xtol, maxiter, stall_limit, his
                   verbose, batch_lanes, gtol_abs=None,
                   batch_sharding=None) -> Settings:  # fmt: skip
     """Check the loop options of ``fn_name`` and fill in the dtype's default tolerances."""
-    if not _is_int(maxiter) or maxiter < 1:
-        raise ValueError(f"{fn_name}: maxiter must be an int >= 1, got {maxiter!r}")
+    if maxiter is not None and (not _is_int(maxiter) or maxiter < 1):
+        raise ValueError(f"{fn_name}: maxiter must be an int >= 1 or None, got {maxiter!r}")
     if batch_lanes is not None and (not _is_int(batch_lanes) or batch_lanes < 1):
         raise ValueError(f"{fn_name}: batch_lanes must be an int >= 1 or None, got {batch_lanes!r}")
     if not _is_int(stall_limit) or stall_limit < 1:
@@ -151,7 +187,7 @@ def make_settings(fn_name, dtype, *, gtol, ftol, xtol, maxiter, stall_limit, his
         gtol=defaults["gtol"] if gtol is None else gtol,
         ftol=defaults["ftol"] if ftol is None else ftol,
         xtol=defaults["xtol"] if xtol is None else xtol,
-        maxiter=int(maxiter),
+        maxiter=None if maxiter is None else int(maxiter),
         stall_limit=int(stall_limit),
         history=bool(history),
         verbose=bool(verbose),
