@@ -119,13 +119,14 @@ class TestStep(chex.TestCase):
         tol = RTOL if solver == "dense" else CG_RTOL
         running = np.zeros(2)
         damping = None
+        update = jax.jit(lambda w, s: tx.update(jax.grad(EXP_LOSS)(w), s, w, value_fn=EXP_LOSS))
         for _ in range(3):
             w_np = np.asarray(w)
             running = np.maximum(running, np.sum(exp_jacobian(w_np) ** 2, axis=0))
             # Relative start with Marquardt scaling: μ₀ = τ · max(diag G / D) = τ.
             mu = tau if damping is None else damping
             ref_u, _, _, rho = reference_step(w_np, mu, scaling=running)
-            u, state = tx.update(jax.grad(EXP_LOSS)(w), state, w, value_fn=EXP_LOSS)
+            u, state = update(w, state)
             np.testing.assert_allclose(state.scaling_diagonal, running, rtol=RTOL)
             assert rho > 0 and not bool(state.info.rejected)
             np.testing.assert_allclose(u, ref_u, rtol=tol)
@@ -140,9 +141,11 @@ class TestStep(chex.TestCase):
         tx = levenberg_marquardt(scaling="marquardt")
         w, v = jnp.asarray(W0), jnp.asarray(W0) / scale
         sw, sv = tx.init(w), tx.init(v)
+        step_w = jax.jit(lambda w, s: tx.update(jax.grad(EXP_LOSS)(w), s, w, value_fn=EXP_LOSS))
+        step_v = jax.jit(lambda v, s: tx.update(jax.grad(loss_v)(v), s, v, value_fn=loss_v))
         for _ in range(8):
-            uw, sw = tx.update(jax.grad(EXP_LOSS)(w), sw, w, value_fn=EXP_LOSS)
-            uv, sv = tx.update(jax.grad(loss_v)(v), sv, v, value_fn=loss_v)
+            uw, sw = step_w(w, sw)
+            uv, sv = step_v(v, sv)
             w, v = w + uw, v + uv
         np.testing.assert_allclose(v * scale, w, rtol=1e-9)
 
@@ -392,8 +395,9 @@ class TestRejection:
             w = jnp.asarray(w0)
             state = tx.init(w)
             seen = set()
+            step = jax.jit(lambda w, s, loss=loss: tx.update(jax.grad(loss)(w), s, w, value_fn=loss))
             for _ in range(6):
-                updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
+                updates, state = step(w, state)
                 w = optax.apply_updates(w, updates)
                 lm_state = state[0]
                 seen.add(bool(lm_state.info.rejected))
