@@ -97,7 +97,7 @@ class TestDirection(chex.TestCase):
         w = jnp.asarray(rng.normal(size=16))
         g = jax.grad(loss)(w)
         tx = scale_by_gauss_newton(damping=1e-2, solver=solver, cg_rtol=1e-13)
-        u, _ = tx.update(g, tx.init(w), w, value_fn=loss)
+        u, _ = jax.jit(lambda g, s, w: tx.update(g, s, w, value_fn=loss))(g, tx.init(w), w)
         # Independent reference: dense J (jacfwd) and loss Hessian (jax.hessian).
         jac = np.asarray(jax.jacfwd(model)(w)).reshape(-1, 16)
         out = model(w)
@@ -247,10 +247,15 @@ class TestOptaxProtocol:
         )
         w = jnp.array([-1.2, 1.0])
         state = opt.init(w)
-        for _ in range(30):
+
+        @jax.jit
+        def step(w, state):
             value, g = jax.value_and_grad(loss)(w)
             updates, state = opt.update(g, state, w, value=value, grad=g, value_fn=loss)
-            w = optax.apply_updates(w, updates)
+            return optax.apply_updates(w, updates), state
+
+        for _ in range(30):
+            w, state = step(w, state)
         np.testing.assert_allclose(w, [1.0, 1.0], atol=1e-10)
 
     @pytest.mark.parametrize("solver", ["dense", "cg"])
