@@ -163,7 +163,7 @@ def _covariance(section, problem, params) -> Analysis:
     dof = m - n
     s2 = float(residuals @ residuals) / dof
     se = np.sqrt(np.diag(cov))
-    import scipy.stats  # scikit-learn's dependency, so part of the experiments extra
+    import scipy.stats  # part of the experiments extra
 
     t = float(scipy.stats.t.ppf(0.5 + section.level / 2, dof))  # two-sided quantile
     report = {
