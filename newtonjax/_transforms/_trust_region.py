@@ -33,6 +33,7 @@ from newtonjax._tree import (
     tree_norm,
     tree_ravel,
     tree_scale,
+    tree_size,
     tree_sub,
     tree_where,
     tree_zeros_like,
@@ -41,6 +42,7 @@ from newtonjax._tree import (
 __all__ = ["TrustRegionInfo", "ScaleByTrustRegionState", "scale_by_trust_region", "trust_region"]
 
 SUBPROBLEMS = ("exact", "steihaug_cg", "dogleg", "cauchy")
+SCALINGS = ("diagonal", "none")
 
 
 class TrustRegionInfo(NamedTuple):
@@ -50,7 +52,7 @@ class TrustRegionInfo(NamedTuple):
       rho: gain ratio actual / predicted reduction (``-inf`` for a non-finite trial).
       predicted_reduction: ``m(0) − m(p)``.
       actual_reduction: ``f(θ) − f(θ + p)``.
-      step_norm: ``‖p‖``.
+      step_norm: ``‖D p‖`` (``‖p‖`` without scaling), the length the radius bounds.
       rejected: whether the step was rejected (the update is zero).
       cg_steps: CG iterations of the subproblem solver (0 where none ran).
       subproblem_status: :class:`newtonjax.linalg.SolverStatus` code (why CG
@@ -78,12 +80,16 @@ class ScaleByTrustRegionState(NamedTuple):
         (``optax.value_and_grad_from_state``).
       grad: ``∇f`` at that point (zeros before the first update).
       info: diagnostics of the last step.
+      scale: the diagonal scaling ``D`` of the region ``‖D p‖ ≤ Δ``, flat, in
+        :func:`jax.flatten_util.ravel_pytree` order (zeros before the first update);
+        shape ``(0,)`` without scaling.
     """
 
     radius: jax.Array
     value: jax.Array
     grad: PyTree
     info: TrustRegionInfo
+    scale: jax.Array
 
 
 def _initial_info(dtype) -> TrustRegionInfo:
@@ -110,16 +116,24 @@ def update_radius(radius, rho, step_norm, max_radius):
     return jnp.where(shrink, shrunk, jnp.where(grow, jnp.minimum(2.0 * radius, max_radius), radius))
 
 
-def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
-    """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status, Δ used.
+def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=None):
+    """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status, Δ used,
+    and the scaling ``D`` after :func:`update_scale` (``None`` without scaling).
 
-    An infinite ``radius`` (the exact subproblem's automatic start) takes the Newton
-    step when ``H`` is positive definite, and reports its length as the radius it
-    was solved with; otherwise (or for ``g = 0``) the step is solved with ``Δ = 1``.
+    With a diagonal ``scale`` ``D`` (flat, exact subproblem only) the region is the
+    ellipsoid ``‖D p‖ ≤ Δ``: the subproblem is solved in ``q = D p`` with
+    ``D⁻¹ H D⁻¹`` and ``D⁻¹ g`` (Conn, Gould & Toint 2000, §6.7, §7.3). An infinite
+    ``radius`` (the exact subproblem's automatic start) takes the Newton step when
+    ``H`` is positive definite, and reports its (scaled) length as the radius it was
+    solved with; otherwise (or for ``g = 0``) the step is solved with ``Δ = 1``.
     """
     if subproblem == "exact":
         g_flat, unravel = tree_ravel(g)
         hess = op.as_matrix()
+        if scale is not None:
+            scale = update_scale(scale, hess)
+            hess = hess / (scale[:, None] * scale[None, :])
+            g_flat = g_flat / scale
         # Most steps near a minimizer are interior Newton steps: try Cholesky first
         # and run the eigendecomposition of Moré–Sorensen only when H is not
         # positive definite or the Newton step leaves the region.
@@ -142,17 +156,35 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps):
             result = linalg.trust_region_exact(hess, g_flat, radius_used)
             return result.step, result.predicted_reduction, result.status.astype(jnp.int32)
 
-        p, predicted, status = jax.lax.cond(interior, newton_branch, exact_branch, None)
+        q, predicted, status = jax.lax.cond(interior, newton_branch, exact_branch, None)
+        p = q if scale is None else q / scale
         step = unravel(p.astype(g_flat.dtype))
-        return step, predicted, jnp.zeros((), jnp.int32), status, radius_used
+        return step, predicted, jnp.zeros((), jnp.int32), status, radius_used, scale
     if subproblem == "steihaug_cg":
         result = linalg.steihaug_cg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
-        return result.step, result.predicted_reduction, result.num_steps, result.status, radius
+        return (result.step, result.predicted_reduction, result.num_steps, result.status,
+                radius, None)  # fmt: skip
     if subproblem == "dogleg":
         result = linalg.dogleg(op.matvec, g, radius, rtol=cg_rtol, max_steps=max_cg_steps)
     else:
         result = linalg.cauchy_point(op.matvec, g, radius)
-    return result.step, result.predicted_reduction, result.num_steps, result.status, radius
+    return result.step, result.predicted_reduction, result.num_steps, result.status, radius, None
+
+
+def update_scale(scale, hess):
+    """MINPACK's monotone diagonal scaling from the curvature's diagonal.
+
+    ``D_j ← max(D_j, sqrt|H_jj|)``, starting from ``D = 0`` (the initial state) and
+    with ``D_j = 1`` where ``H_jj`` is 0 at the first point: for ``f = ½‖r‖²`` and
+    ``H ≈ JᵀJ`` this is the Jacobian column norm of Moré (1978, eq. 6.2; MINPACK
+    ``lmder``, ``mode = 1``, which also sets ``D_j = 1`` for a zero column at the
+    start), and the region ``‖D p‖ ≤ Δ`` is invariant to a
+    diagonal rescaling of the parameters. Never decreasing, the scaling cannot undo
+    the radius the iteration has learned (Moré 1978 §6).
+    """
+    d = jnp.sqrt(jnp.abs(jnp.diagonal(hess)))
+    scale = jnp.maximum(scale, jnp.where(jnp.isfinite(d), d, 0.0))
+    return jnp.where(scale > 0, scale, 1.0)
 
 
 def scale_by_trust_region(
@@ -163,6 +195,7 @@ def scale_by_trust_region(
     eta: float | jax.Array = 1e-4,
     max_cg_steps: int | None = None,
     cg_rtol: float | jax.Array | None = None,
+    scaling: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Trust-region step from the Hessian of ``value_fn``, tested before it is taken.
 
@@ -184,6 +217,15 @@ def scale_by_trust_region(
       eta: acceptance threshold η on ρ, in ``[0, ¼)``.
       max_cg_steps: CG cap for ``"steihaug_cg"`` and ``"dogleg"``.
       cg_rtol: CG relative tolerance for those.
+      scaling: ``"diagonal"`` bounds the scaled step, ``‖D p‖ ≤ Δ``, with ``D``
+        from the Hessian's diagonal, ``D_j = max_k sqrt|H_jj(θ_k)|`` over the
+        points so far (:func:`update_scale`, the scaling of MINPACK's
+        Levenberg–Marquardt; the subproblem is solved for ``D⁻¹HD⁻¹``, which makes
+        the method invariant to a diagonal rescaling of the parameters and lets
+        one radius fit parameters of very different sizes); ``"none"`` bounds
+        ``‖p‖``. ``None``: ``"diagonal"`` for the exact subproblem (it has the
+        dense Hessian), ``"none"`` for the matrix-free ones, which accept only
+        ``"none"``.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
@@ -192,7 +234,9 @@ def scale_by_trust_region(
     References:
       Nocedal & Wright (2006), Numerical Optimization, Alg. 4.1 (radius update),
       §4.1 (Cauchy point, dogleg), Alg. 4.3 (exact), Alg. 7.2 (Steihaug CG);
-      Moré & Sorensen (1983).
+      Moré & Sorensen (1983). Scaling: Moré (1978), "The Levenberg–Marquardt
+      algorithm: implementation and theory", §6; Conn, Gould & Toint (2000),
+      Trust-Region Methods, §6.7 (scaled norms).
     """
     fn_name = "scale_by_trust_region"
     check_choice(fn_name, "subproblem", subproblem, SUBPROBLEMS)
@@ -201,6 +245,15 @@ def scale_by_trust_region(
     check_in_range(fn_name, "eta", eta, 0.0, 0.25)
     check_count(fn_name, "max_cg_steps", max_cg_steps)
     check_positive(fn_name, "cg_rtol", cg_rtol)
+    check_choice(fn_name, "scaling", scaling, SCALINGS + (None,))
+    if scaling is None:
+        scaling = "diagonal" if subproblem == "exact" else "none"
+    if scaling == "diagonal" and subproblem != "exact":
+        raise ValueError(
+            f"{fn_name}: scaling='diagonal' needs subproblem='exact' (the Hessian's "
+            f"diagonal comes from the dense Hessian), got subproblem={subproblem!r}"
+        )
+    scaled = scaling == "diagonal"
 
     if initial_radius is None:
         # The exact subproblem starts from the Newton step (see _solve_subproblem).
@@ -213,6 +266,7 @@ def scale_by_trust_region(
             value=jnp.asarray(jnp.inf, dtype),
             grad=tree_zeros_like(params),
             info=_initial_info(dtype),
+            scale=jnp.zeros((tree_size(params) if scaled else 0,), dtype),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
@@ -223,14 +277,17 @@ def scale_by_trust_region(
         op = hessian_operator(fn, params)
         f0 = op.value if value is None else jnp.asarray(value, dtype)
         radius = state.radius
-        step, predicted, cg_steps, status, radius = _solve_subproblem(
-            subproblem, op, updates, radius, cg_rtol, max_cg_steps
+        step, predicted, cg_steps, status, radius, scale = _solve_subproblem(
+            subproblem, op, updates, radius, cg_rtol, max_cg_steps, state.scale if scaled else None
         )
         u = tree_scale(-1.0, step)
         # f and ∇f at the trial point in one pass: the next point's, if accepted.
         new_value, new_grad = jax.value_and_grad(fn)(tree_sub(params, u))
         rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
-        step_norm = tree_norm(step)
+        if scaled:
+            step_norm = jnp.linalg.norm(scale * tree_ravel(step)[0])
+        else:
+            step_norm = tree_norm(step)
         new_radius = update_radius(radius, rho, step_norm, jnp.asarray(max_radius, dtype))
         u = tree_where(accepted, u, jax.tree.map(jnp.zeros_like, u))
         info = TrustRegionInfo(
@@ -247,6 +304,7 @@ def scale_by_trust_region(
             value=jnp.where(accepted, new_value, f0).astype(dtype),
             grad=tree_where(accepted, new_grad, op.grad if grad is None else grad),
             info=info,
+            scale=state.scale if scale is None else scale.astype(dtype),
         )
         return u, new_state
 
@@ -261,10 +319,11 @@ def trust_region(
     eta: float | jax.Array = 1e-4,
     max_cg_steps: int | None = None,
     cg_rtol: float | jax.Array | None = None,
+    scaling: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Trust-region Newton method (Nocedal & Wright 2006, Alg. 4.1).
 
-    Each step minimizes ``m(p) = f + g·p + ½ pᵀ∇²f p`` subject to ``‖p‖ ≤ Δ``, takes
+    Each step minimizes ``m(p) = f + g·p + ½ pᵀ∇²f p`` subject to ``‖D p‖ ≤ Δ``, takes
     it if the gain ratio ρ exceeds ``eta`` and adapts Δ from ρ. The step is tested
     inside the block, so the learning rate is fixed at 1: ``optax.apply_updates``
     never increases the loss.
@@ -278,6 +337,9 @@ def trust_region(
       eta: acceptance threshold η.
       max_cg_steps: CG cap for ``"steihaug_cg"``/``"dogleg"``.
       cg_rtol: CG tolerance for those.
+      scaling: ``"diagonal"`` (the region ``‖D p‖ ≤ Δ`` with ``D`` from the
+        Hessian's diagonal, the default of the exact subproblem) or ``"none"``
+        (see :func:`scale_by_trust_region`).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
@@ -305,6 +367,7 @@ def trust_region(
             eta=eta,
             max_cg_steps=max_cg_steps,
             cg_rtol=cg_rtol,
+            scaling=scaling,
         ),
         optax.scale(-1.0),
     )

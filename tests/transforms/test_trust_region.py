@@ -99,8 +99,17 @@ class TestAutomaticInitialRadius:
         assert float(state.radius) == np.inf
         u, state = tx.update(g, state, w0, value_fn=f)
         np.testing.assert_allclose(-u, newton, rtol=1e-12)
-        # Δ₀ = ‖p_N‖, so the step lies on the boundary; a good step doubles it.
+        # Δ₀ = ‖D p_N‖ with D = sqrt|diag H| (the scaled norm), so the step lies on
+        # the boundary; a good step doubles it.
+        d = np.sqrt(np.abs(np.diag(np.asarray(hess))))
         assert float(state.info.rho) > 0.75
+        np.testing.assert_allclose(state.info.step_norm, np.linalg.norm(d * newton), rtol=1e-12)
+        np.testing.assert_allclose(state.radius, 2.0 * np.linalg.norm(d * newton), rtol=1e-12)
+        np.testing.assert_allclose(state.scale, d, rtol=1e-12)
+        # Unscaled, the same step and Δ₀ = ‖p_N‖.
+        tx = nj.scale_by_trust_region(scaling="none")
+        u, state = tx.update(g, tx.init(w0), w0, value_fn=f)
+        np.testing.assert_allclose(-u, newton, rtol=1e-12)
         np.testing.assert_allclose(state.radius, 2.0 * np.linalg.norm(newton), rtol=1e-12)
 
     def test_bad_newton_step_shrinks_to_a_quarter_of_it(self):
@@ -108,7 +117,8 @@ class TestAutomaticInitialRadius:
         f = lambda w: jnp.sum(jnp.log(jnp.cosh(w - 1.2)))  # noqa: E731
         w0 = jnp.array([-1.0, -1.5])
         g, hess = jax.grad(f)(w0), jax.hessian(f)(w0)
-        newton_norm = np.linalg.norm(np.linalg.solve(np.asarray(hess), -np.asarray(g)))
+        d = np.sqrt(np.abs(np.diag(np.asarray(hess))))
+        newton_norm = np.linalg.norm(d * np.linalg.solve(np.asarray(hess), -np.asarray(g)))
         tx = nj.scale_by_trust_region()
         u, state = tx.update(g, tx.init(w0), w0, value_fn=f)
         assert bool(state.info.rejected)
@@ -179,6 +189,36 @@ def test_nan_trial_is_rejected_and_radius_shrinks():
     assert np.all(np.isfinite(w))
     np.testing.assert_allclose(w, [1.2, 1.2], atol=1e-12)
     assert any(bool(i.rejected) for i in infos)
+
+
+class TestDiagonalScaling:
+    """The exact subproblem's region ``‖D p‖ ≤ Δ`` with ``D_j = max_k sqrt|H_jj(θ_k)|``
+    (Moré 1978 §6; Conn, Gould & Toint 2000 §6.7)."""
+
+    D = jnp.array([2.0**-7, 2.0**6])  # x = D⁻¹ z: powers of two, exact in floating point
+
+    def test_iterates_are_invariant_to_a_diagonal_rescaling_of_the_parameters(self):
+        w0 = jnp.array([-1.2, 1.0])
+        scaled = lambda z: rosenbrock(z / self.D)  # noqa: E731
+        w, _, values, _ = run(nj.trust_region(), rosenbrock, w0, 25)
+        z, _, values_z, _ = run(nj.trust_region(), scaled, w0 * self.D, 25)
+        np.testing.assert_allclose(values_z, values, rtol=1e-9, atol=1e-300)
+        np.testing.assert_allclose(z / self.D, w, rtol=1e-9)
+        # Unscaled, the same rescaling changes the iterates.
+        _, _, values_n, _ = run(nj.trust_region(scaling="none"), scaled, w0 * self.D, 25)
+        assert not np.allclose(values_n, values, rtol=1e-3)
+
+    def test_scale_is_the_running_max_of_the_hessian_diagonal(self):
+        w0 = jnp.array([-1.2, 1.0])
+        tx = nj.scale_by_trust_region()
+        state, x, expected = tx.init(w0), w0, np.zeros(2)
+        for _ in range(6):
+            diag = np.abs(np.diag(np.asarray(jax.hessian(rosenbrock)(x))))
+            expected = np.maximum(expected, np.sqrt(diag))
+            u, state = tx.update(jax.grad(rosenbrock)(x), state, x, value_fn=rosenbrock)
+            np.testing.assert_allclose(state.scale, expected, rtol=1e-12)
+            x = x - u
+        assert np.any(expected != np.sqrt(np.abs(np.diag(np.asarray(jax.hessian(rosenbrock)(x))))))
 
 
 @pytest.mark.parametrize("subproblem", ["exact", "steihaug_cg"])
@@ -306,3 +346,7 @@ class TestProtocol(chex.TestCase):
             nj.trust_region(initial_radius=0.0)
         with pytest.raises(ValueError, match="eta"):
             nj.trust_region(eta=0.5)
+        with pytest.raises(ValueError, match="scaling.*valid choices"):
+            nj.trust_region(scaling="column")
+        with pytest.raises(ValueError, match="scaling='diagonal' needs subproblem='exact'"):
+            nj.trust_region(subproblem="steihaug_cg", scaling="diagonal")
