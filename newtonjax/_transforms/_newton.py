@@ -14,7 +14,13 @@ The direction solves ``B u = g`` where ``B`` is the Hessian made positive defini
   ``τ ≥ damping`` that makes ``λ_min(B) ≥ δ = max(damping, sqrt(ε)·max(1, ‖H‖₂))``
   (eigenvalue shift, N&W eq. 3.41): the floor, relative to the Hessian's scale,
   applies only where a shift is needed, and bounds the step along
-  negative-curvature directions by ``‖g‖ / δ``.
+  negative-curvature directions by ``‖g‖ / δ``. With ``scaling="diagonal"`` (the
+  default of the dense solver) the shift is applied to the scaled Hessian
+  ``D⁻¹HD⁻¹``, ``D = sqrt|diag H|``: ``B = H + τD²`` (the scaled modified
+  Newton method of Gill, Murray & Wright 1981, §4.4.2; Dennis & Schnabel 1983,
+  §5.5 and A5.5.1), so that the shift is invariant to a diagonal rescaling of the
+  parameters and a large negative eigenvalue in one coordinate does not freeze the
+  weakly curved ones (Osborne 1, Bard in Moré, Garbow & Hillstrom 1981).
 * ``saddle_free=True``: ``B = |H| = V |Λ| Vᵀ`` (eigenvalues floored at ``δ``), the
   saddle-free Newton direction of Dauphin et al. (2014) that is repelled by
   saddles instead of attracted to them.
@@ -53,6 +59,7 @@ __all__ = ["NewtonInfo", "ScaleByNewtonState", "scale_by_newton", "newton"]
 
 SOLVERS = ("dense", "cg")
 MODIFICATIONS = ("shift", "none")
+SCALINGS = ("diagonal", "none")
 
 
 class NewtonInfo(NamedTuple):
@@ -99,6 +106,23 @@ def _floor(eigenvalues: jax.Array, damping: jax.Array | float = 0.0) -> jax.Arra
     return jnp.maximum(damping, jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(eigenvalues))))
 
 
+def _diagonal_scale(hess):
+    """``D_j = sqrt|H_jj|``; where ``|H_jj| <= ε·max_k |H_kk|`` (no scale of its own),
+    ``sqrt(max_k |H_jk|)`` from the row; 1 for a zero row."""
+    a = jnp.abs(hess)
+    diag = jnp.diagonal(a)
+    tiny = diag <= jnp.finfo(hess.dtype).eps * jnp.max(diag)
+    d2 = jnp.where(tiny, jnp.max(a, axis=1), diag)
+    return jnp.where(d2 > 0, jnp.sqrt(d2), 1.0)
+
+
+def _scaled_shift_solve(hess, g, damping):
+    """``(H + τD²) x = g``: the eigenvalue shift of ``D⁻¹HD⁻¹``, ``D = sqrt|diag H|``."""
+    d = _diagonal_scale(hess)
+    x, tau, lam_min, modified = _eigen_solve(hess / (d[:, None] * d[None, :]), g / d, damping, False)
+    return x / d, tau, lam_min, modified
+
+
 def _eigen_solve(hess, g, damping, saddle_free):
     eigenvalues, vectors = jnp.linalg.eigh(hess)
     delta = _floor(eigenvalues, damping)
@@ -114,7 +138,7 @@ def _eigen_solve(hess, g, damping, saddle_free):
     return x, tau, eigenvalues[0], was_modified
 
 
-def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
+def _dense_direction(hess, g, damping, modification, saddle_free, dtype, scaled=False):
     """``damping=None`` stands for a static 0 (no shift to add)."""
     n = g.shape[0]
     eye = jnp.eye(n, dtype=hess.dtype)
@@ -146,7 +170,10 @@ def _dense_direction(hess, g, damping, modification, saddle_free, dtype):
     x_chol, ok = cholesky_branch(None)
 
     def eigen_branch(_):
-        x, tau, lam_min, modified = _eigen_solve(hess, g, damping, False)
+        if scaled:
+            x, tau, lam_min, modified = _scaled_shift_solve(hess, g, damping)
+        else:
+            x, tau, lam_min, modified = _eigen_solve(hess, g, damping, False)
         return x, tau.astype(dtype), lam_min.astype(dtype), modified
 
     def keep_branch(_):
@@ -169,6 +196,7 @@ def scale_by_newton(
     saddle_free: bool = False,
     max_cg_steps: int | None = None,
     cg_rtol: float | jax.Array | None = None,
+    scaling: str = "diagonal",
 ) -> optax.GradientTransformationExtraArgs:
     """Newton direction ``B⁻¹ g`` with ``B`` the (modified) Hessian of ``value_fn``.
 
@@ -189,6 +217,13 @@ def scale_by_newton(
       cg_rtol: CG relative residual tolerance; default the forcing sequence
         ``min(0.5, sqrt‖g‖)`` of N&W Alg. 7.1 (eq. 7.3), which keeps Newton–CG
         superlinear while sparing CG steps far from the solution.
+      scaling: where ``H + damping·I`` is not numerically positive definite
+        (``modification="shift"``, dense solver), ``"diagonal"`` shifts the scaled
+        Hessian, ``B = H + τD²`` with ``D = sqrt|diag H|`` (where a diagonal entry
+        is zero to rounding, ``sqrt(max_k |H_jk|)`` from its row) and ``τ ≥ damping`` the
+        shift that gives ``D⁻¹BD⁻¹`` the eigenvalue floor δ; ``"none"`` shifts
+        ``H`` itself, ``B = H + τI``. ``info.damping`` and ``info.min_eigenvalue``
+        are then those of ``D⁻¹HD⁻¹``.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs
@@ -196,13 +231,15 @@ def scale_by_newton(
 
     References:
       Nocedal & Wright (2006), Numerical Optimization, §3.4 (Hessian modification),
-      Alg. 7.1 (line search Newton–CG); Dauphin et al. (2014), "Identifying and
-      attacking the saddle point problem in high-dimensional non-convex
-      optimization", §4.
+      Alg. 7.1 (line search Newton–CG); Gill, Murray & Wright (1981), Practical
+      Optimization, §4.4.2 (modified Newton, scaling); Dennis & Schnabel (1983),
+      §5.5; Dauphin et al. (2014), "Identifying and attacking the saddle point
+      problem in high-dimensional non-convex optimization", §4.
     """
     fn_name = "scale_by_newton"
     check_choice(fn_name, "solver", solver, SOLVERS)
     check_choice(fn_name, "modification", modification, MODIFICATIONS)
+    check_choice(fn_name, "scaling", scaling, SCALINGS)
     check_positive(fn_name, "damping", damping, allow_zero=True)
     if saddle_free and solver != "dense":
         raise ValueError(
@@ -233,6 +270,7 @@ def scale_by_newton(
                 modification,
                 saddle_free,
                 dtype,
+                scaled=scaling == "diagonal",
             )
             direction = unravel(x.astype(g_flat.dtype))
             info = info._replace(
@@ -272,6 +310,7 @@ def newton(
     saddle_free: bool = False,
     max_cg_steps: int | None = None,
     cg_rtol: float | jax.Array | None = None,
+    scaling: str = "diagonal",
     linesearch: optax.GradientTransformationExtraArgs | None | str = "backtracking",
     max_linesearch_steps: int = 30,
 ) -> optax.GradientTransformationExtraArgs:
@@ -290,6 +329,9 @@ def newton(
       saddle_free: use ``|H|``.
       max_cg_steps: CG iteration cap for ``solver="cg"``.
       cg_rtol: CG tolerance for ``solver="cg"``.
+      scaling: ``"diagonal"`` (shift ``H + τD²``, ``D = sqrt|diag H|``) or
+        ``"none"`` (``H + τI``) where the Hessian needs modifying, see
+        :func:`scale_by_newton`.
       linesearch: ``"backtracking"`` (default), ``"zoom"``, ``None`` (fixed step
         ``learning_rate``) or any optax line-search transform.
       max_linesearch_steps: backtracking/zoom iteration cap.
@@ -319,6 +361,7 @@ def newton(
         saddle_free=saddle_free,
         max_cg_steps=max_cg_steps,
         cg_rtol=cg_rtol,
+        scaling=scaling,
     )
     return chain_with_linesearch(
         "newton", direction, learning_rate, linesearch, max_linesearch_steps
