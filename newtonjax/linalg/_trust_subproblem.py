@@ -517,64 +517,19 @@ def dogleg(
     radius = _prepare_radius(fn, radius, dtype)
 
     g_norm = tree_norm(g).astype(dtype)
-    Hg = H(g)
-    gHg = tree_vdot(g, Hg).astype(dtype)
-    if newton_step is None:
-        sol = cg(H, tree_scale(-1.0, g), rtol=rtol, max_steps=max_steps)
-        p_b = sol.x
-        newton_ok = (sol.status == int(SolverStatus.CONVERGED)) | (
-            sol.status == int(SolverStatus.MAX_STEPS)
-        )
-        cg_steps = sol.num_steps
-    else:
-        check_real_tree(fn, "newton_step", newton_step)
-        check_same_structure(fn, "g", g, "newton_step", newton_step)
-        p_b = cast_like(newton_step, g)
-        newton_ok = tree_all_finite(p_b)
-        cg_steps = jnp.zeros((), jnp.int32)
+    gHg = tree_vdot(g, H(g)).astype(dtype)
+    p_b, newton_ok, cg_steps = _dogleg_newton_step(fn, H, g, newton_step, rtol, max_steps)
     g_pb = tree_vdot(g, p_b).astype(dtype)
     usable = newton_ok & (gHg > 0) & (g_pb < 0) & jnp.isfinite(g_pb)
-
-    # Cauchy point (also the fallback).
-    t_c, c_boundary = _cauchy_coefficient(g_norm, gHg, radius)
-
-    # Dogleg path.
-    pb_norm = tree_norm(p_b).astype(dtype)
-    t_u = g_norm * g_norm / jnp.where(gHg > 0, gHg, 1.0)  # p_U = -t_u g
-    pu_norm = t_u * g_norm
-    newton_inside = pb_norm <= radius
-    steepest_outside = pu_norm >= radius
-    # ‖p_U + τ w‖ = Δ with w = p_B - p_U = p_B + t_u g; written in inner products.
-    uu = pu_norm * pu_norm
-    uw = -t_u * (g_pb + t_u * g_norm * g_norm)
-    ww = pb_norm * pb_norm + 2.0 * t_u * g_pb + t_u * t_u * g_norm * g_norm
-    tau, _ = _boundary_taus(uu, uw, ww, radius)
-    tau = jnp.clip(tau, 0.0, 1.0)
-
-    # p = a g + c p_B in every case.
-    a_dogleg = jnp.where(
-        newton_inside, 0.0, jnp.where(steepest_outside, -radius / _safe(g_norm), -(1.0 - tau) * t_u)
+    a, c, newton_inside, c_boundary = _dogleg_coefficients(
+        g_norm, gHg, g_pb, tree_norm(p_b).astype(dtype), radius, usable
     )
-    c_dogleg = jnp.where(newton_inside, 1.0, jnp.where(steepest_outside, 0.0, tau))
-    a = jnp.where(usable, a_dogleg, -t_c)
-    c = jnp.where(usable, c_dogleg, 0.0)
-    a = jnp.where(g_norm > 0, a, 0.0)
-    c = jnp.where(g_norm > 0, c, 0.0)
     step = jax.tree.map(
         lambda gi, pi: (a * gi + c * pi).astype(gi.dtype), g, tree_where(usable, p_b, g)
     )
-    Hp = H(step)
-    pred = -(tree_vdot(g, step) + 0.5 * tree_vdot(step, Hp)).astype(dtype)
-
-    status_usable = jnp.where(
-        newton_inside, status_code(SolverStatus.CONVERGED), status_code(SolverStatus.BOUNDARY)
-    )
-    status = jnp.where(
-        g_norm == 0,
-        status_code(SolverStatus.CONVERGED),
-        jnp.where(usable, status_usable, status_code(SolverStatus.NEGATIVE_CURVATURE)),
-    )
+    pred = -(tree_vdot(g, step) + 0.5 * tree_vdot(step, H(step))).astype(dtype)
     hits = (g_norm > 0) & jnp.where(usable, ~newton_inside, c_boundary)
+    status = _dogleg_status(g_norm, usable, newton_inside)
     finite = jnp.isfinite(pred) & tree_all_finite(step)
     return TrustRegionStepResult(
         step=tree_where(finite, step, tree_zeros_like(g)),
@@ -582,6 +537,74 @@ def dogleg(
         hits_boundary=finite & hits,
         status=jnp.where(finite, status, status_code(SolverStatus.NONFINITE)),
         num_steps=cg_steps,
+    )
+
+
+def _dogleg_newton_step(fn, H, g, newton_step, rtol, max_steps):
+    """``p_B = −H⁻¹g``: the supplied one, or CG's; whether it may be used; CG steps.
+
+    CG's ``p_B`` is usable when CG converged or ran out of steps (not on negative
+    curvature or a non-finite value); a supplied one when it is finite.
+    """
+    if newton_step is None:
+        sol = cg(H, tree_scale(-1.0, g), rtol=rtol, max_steps=max_steps)
+        newton_ok = (sol.status == int(SolverStatus.CONVERGED)) | (
+            sol.status == int(SolverStatus.MAX_STEPS)
+        )
+        return sol.x, newton_ok, sol.num_steps
+    check_real_tree(fn, "newton_step", newton_step)
+    check_same_structure(fn, "g", g, "newton_step", newton_step)
+    p_b = cast_like(newton_step, g)
+    return p_b, tree_all_finite(p_b), jnp.zeros((), jnp.int32)
+
+
+def _dogleg_path(g_norm, gHg, g_pb, pb_norm, radius):
+    """The dogleg step as ``a g + c p_B`` (N&W eqs. 4.15–4.16), and whether ``p_B`` fits.
+
+    ``p_U = −t_u g`` with ``t_u = ‖g‖²/gᵀHg``; the boundary root ``τ`` of
+    ``‖p_U + τ w‖ = Δ``, ``w = p_B − p_U = p_B + t_u g``, is written in inner
+    products of ``g`` and ``p_B``.
+    """
+    t_u = g_norm * g_norm / jnp.where(gHg > 0, gHg, 1.0)
+    pu_norm = t_u * g_norm
+    newton_inside = pb_norm <= radius
+    steepest_outside = pu_norm >= radius
+    uu = pu_norm * pu_norm
+    uw = -t_u * (g_pb + t_u * g_norm * g_norm)
+    ww = pb_norm * pb_norm + 2.0 * t_u * g_pb + t_u * t_u * g_norm * g_norm
+    tau, _ = _boundary_taus(uu, uw, ww, radius)
+    tau = jnp.clip(tau, 0.0, 1.0)
+    a = jnp.where(
+        newton_inside, 0.0, jnp.where(steepest_outside, -radius / _safe(g_norm), -(1.0 - tau) * t_u)
+    )
+    c = jnp.where(newton_inside, 1.0, jnp.where(steepest_outside, 0.0, tau))
+    return a, c, newton_inside
+
+
+def _dogleg_coefficients(g_norm, gHg, g_pb, pb_norm, radius, usable):
+    """``(a, c)`` of the step ``a g + c p_B``, whether ``p_B`` fits, and the Cauchy boundary.
+
+    The dogleg path where ``p_B`` is usable, else the Cauchy point ``−t_c g`` (N&W
+    Alg. 4.2, whose boundary flag is returned last); zero for ``g = 0``.
+    """
+    t_c, c_boundary = _cauchy_coefficient(g_norm, gHg, radius)
+    a_dogleg, c_dogleg, newton_inside = _dogleg_path(g_norm, gHg, g_pb, pb_norm, radius)
+    a = jnp.where(usable, a_dogleg, -t_c)
+    c = jnp.where(usable, c_dogleg, 0.0)
+    a = jnp.where(g_norm > 0, a, 0.0)
+    c = jnp.where(g_norm > 0, c, 0.0)
+    return a, c, newton_inside, c_boundary
+
+
+def _dogleg_status(g_norm, usable, newton_inside):
+    """``CONVERGED`` (``g = 0`` or ``p_B`` inside), ``BOUNDARY``, or ``NEGATIVE_CURVATURE``."""
+    status_usable = jnp.where(
+        newton_inside, status_code(SolverStatus.CONVERGED), status_code(SolverStatus.BOUNDARY)
+    )
+    return jnp.where(
+        g_norm == 0,
+        status_code(SolverStatus.CONVERGED),
+        jnp.where(usable, status_usable, status_code(SolverStatus.NEGATIVE_CURVATURE)),
     )
 
 
