@@ -116,7 +116,7 @@ def update_radius(radius, rho, step_norm, max_radius):
     return jnp.where(shrink, shrunk, jnp.where(grow, jnp.minimum(2.0 * radius, max_radius), radius))
 
 
-def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=None):
+def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=None, x=None):
     """Descent step ``p`` (``m(p) < m(0)``), predicted reduction, CG steps, status, Δ used,
     and the scaling ``D`` after :func:`update_scale` (``None`` without scaling).
 
@@ -125,7 +125,10 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=No
     ``D⁻¹ H D⁻¹`` and ``D⁻¹ g`` (Conn, Gould & Toint 2000, §6.7, §7.3). An infinite
     ``radius`` (the exact subproblem's automatic start) takes the Newton step when
     ``H`` is positive definite, and reports its (scaled) length as the radius it was
-    solved with; otherwise (or for ``g = 0``) the step is solved with ``Δ = 1``.
+    solved with; otherwise (or for ``g = 0``) the step is solved with ``Δ = ‖D x‖``
+    at the flat parameters ``x`` (MINPACK's ``Δ₀ = factor·‖D x₀‖`` with factor 1,
+    Moré 1978 §6: scale-invariant, as the Newton step's length is), or ``Δ = 1``
+    where ``D x = 0`` or without scaling.
     """
     if subproblem == "exact":
         g_flat, unravel = tree_ravel(g)
@@ -142,10 +145,14 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=No
         newton_norm = jnp.linalg.norm(newton)
         interior = jnp.all(jnp.isfinite(newton)) & (newton_norm <= radius)
         # The automatic start: Δ₀ = ‖p_N‖ for a Newton step, else (H not positive
-        # definite, or g = 0) Δ₀ = 1.
+        # definite, or g = 0) Δ₀ = ‖D x₀‖, or 1.
         automatic = jnp.isinf(radius)
+        fallback = 1.0
+        if scale is not None:
+            x_norm = jnp.linalg.norm(scale * x)
+            fallback = jnp.where(x_norm > 0, x_norm, 1.0)
         radius_used = jnp.where(
-            automatic, jnp.where(interior & (newton_norm > 0), newton_norm, 1.0), radius
+            automatic, jnp.where(interior & (newton_norm > 0), newton_norm, fallback), radius
         )
 
         def newton_branch(_):
@@ -207,10 +214,12 @@ def scale_by_trust_region(
 
     Args:
       initial_radius: Δ₀. ``None``: with the exact subproblem the first step is the
-        Newton step ``−H⁻¹g`` when ``H`` is positive definite, and Δ₀ is its length
-        (so a model that predicts well is trusted in full from the start, and a
-        bad step shrinks the radius to a quarter of it); otherwise, and for the
-        other subproblems, Δ₀ = 1 (scipy's ``initial_trust_radius``).
+        Newton step ``−H⁻¹g`` when ``H`` is positive definite, and Δ₀ is its
+        (scaled) length ``‖D p_N‖`` (so a model that predicts well is trusted in full
+        from the start, and a bad step shrinks the radius to a quarter of it);
+        otherwise Δ₀ = ‖D θ₀‖ with diagonal scaling (MINPACK's start, Moré 1978
+        §6), 1 where that is 0; for the other subproblems, and unscaled, Δ₀ = 1
+        (scipy's ``initial_trust_radius``).
       max_radius: Δ_max (``> 0``; ``inf`` leaves the radius uncapped).
       subproblem: ``"exact"`` (dense, small ``n``), ``"steihaug_cg"`` (matrix-free),
         ``"dogleg"`` or ``"cauchy"``.
@@ -278,7 +287,8 @@ def scale_by_trust_region(
         f0 = op.value if value is None else jnp.asarray(value, dtype)
         radius = state.radius
         step, predicted, cg_steps, status, radius, scale = _solve_subproblem(
-            subproblem, op, updates, radius, cg_rtol, max_cg_steps, state.scale if scaled else None
+            subproblem, op, updates, radius, cg_rtol, max_cg_steps, state.scale if scaled else None,
+            tree_ravel(params)[0],
         )
         u = tree_scale(-1.0, step)
         # f and ∇f at the trial point in one pass: the next point's, if accepted.
@@ -330,7 +340,7 @@ def trust_region(
 
     Args:
       initial_radius: Δ₀; ``None`` starts the exact subproblem from the Newton step
-        when ``∇²f`` is positive definite, else Δ₀ = 1 (see
+        when ``∇²f`` is positive definite, else Δ₀ = ‖D θ₀‖ (or 1; see
         :func:`scale_by_trust_region`).
       max_radius: Δ_max (``> 0``; ``inf`` leaves the radius uncapped).
       subproblem: ``"exact"`` | ``"steihaug_cg"`` | ``"dogleg"`` | ``"cauchy"``.

@@ -125,24 +125,28 @@ class TestAutomaticInitialRadius:
         np.testing.assert_array_equal(u, 0.0)
         np.testing.assert_allclose(state.radius, 0.25 * newton_norm, rtol=1e-12)
 
-    def test_indefinite_start_and_other_subproblems_use_radius_one(self):
+    def test_indefinite_start_uses_the_scaled_norm_of_x0_others_radius_one(self):
         f = lambda w: w[0] ** 2 - w[1] ** 2 + w[1] ** 4 + 0.3 * w[1]  # noqa: E731
         w0 = jnp.array([0.5, 0.1])  # ∇²f has a negative eigenvalue here
         g = jax.grad(f)(w0)
+        # Scaled exact subproblem: Δ₀ = ‖D w0‖ with D = sqrt|diag H(w0)| (MINPACK).
+        d = np.sqrt(np.abs(np.diag(np.asarray(jax.hessian(f)(w0)))))
+        start = {"exact": float(np.linalg.norm(d * np.asarray(w0)))}
         for sub in SUBPROBLEMS:
             auto = nj.scale_by_trust_region(subproblem=sub)
-            one = nj.scale_by_trust_region(initial_radius=1.0, subproblem=sub)
+            one = nj.scale_by_trust_region(initial_radius=start.get(sub, 1.0), subproblem=sub)
             u_auto, s_auto = auto.update(g, auto.init(w0), w0, value_fn=f)
             u_one, s_one = one.update(g, one.init(w0), w0, value_fn=f)
             np.testing.assert_allclose(u_auto, u_one, rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(s_auto.radius, s_one.radius, rtol=1e-12)
 
-    def test_stationary_start_falls_back_to_radius_one(self):
-        # g = 0: the Newton step has length 0, which must not become the radius.
+    def test_stationary_start_falls_back_to_the_scaled_norm_of_x0(self):
+        # g = 0: the Newton step has length 0, which must not become the radius;
+        # Δ₀ = ‖D w‖ = 2 with D = sqrt(diag H) = (√2, √2) at w = (1, 1).
         f = lambda w: jnp.sum((w - 1.0) ** 2)  # noqa: E731
         w = jnp.ones(2)
         auto = nj.scale_by_trust_region()
-        one = nj.scale_by_trust_region(initial_radius=1.0)
+        one = nj.scale_by_trust_region(initial_radius=2.0)
         _, s_auto = auto.update(jax.grad(f)(w), auto.init(w), w, value_fn=f)
         _, s_one = one.update(jax.grad(f)(w), one.init(w), w, value_fn=f)
         assert float(s_auto.radius) > 0
