@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from newtonjax.experiments import cli, runner
+from newtonjax.experiments import runner
 from newtonjax.experiments.config import load_config
+from tests.experiments._helpers import run_cli, write
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -27,18 +28,6 @@ USER = {
     ],
     "run": {"steps": 12, "target_loss": 1e-8, "progress": False},
 }
-
-
-def write(tmp_path, data, name="config.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
-    return path
-
-
-def run_cli(args, capsys):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

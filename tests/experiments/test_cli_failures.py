@@ -13,7 +13,8 @@ import time
 import pytest
 import yaml
 
-from newtonjax.experiments import cli, runner
+from newtonjax.experiments import runner
+from tests.experiments._helpers import run_cli, write
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -28,18 +29,6 @@ CONFIG = {
 
 # Makes the runner's optional dependencies unimportable in a child process.
 NO_EXTRAS = "import sys\nsys.modules['tqdm'] = None\nsys.modules['matplotlib'] = None\n"
-
-
-def write(tmp_path, data, name="config.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
-    return path
-
-
-def run_cli(args, capsys):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *needles):
