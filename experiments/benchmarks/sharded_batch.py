@@ -17,6 +17,14 @@ devices cannot add throughput, and one device already uses both cores for part o
 its work (XLA's intra-op threads), so the gain from 2 devices is below 2×. On
 GPUs/TPUs each device is its own chip.
 
+Lanes: every K uses ``batch_lanes=128`` per device (``--lanes``). With as many
+emulated CPU devices as cores, wider pools can hang in jaxlib 0.10.2: each
+device's program runs on the CPU client's intra-op thread pool, and a batched
+LAPACK kernel (the QR of Levenberg–Marquardt's step, ``ParallelBatchMap``) above
+its batch threshold splits its work onto that same pool and waits for it, so two
+devices on a two-thread pool wait for each other (seen with 192 lanes per device
+on 2 devices and 2 cores; each child process has a timeout).
+
 Command (timing: hold the lock so that no other timing job overlaps)::
 
     flock /tmp/newtonjax-timing.lock python -m experiments.benchmarks.sharded_batch \\
@@ -88,9 +96,9 @@ def child(args: argparse.Namespace) -> dict:
 
     rows = NamedSharding(mesh, P("data"))
     x0s, ys = jax.device_put(x0, rows), jax.device_put(y, rows)
-    variants = {"mesh": {"mesh": mesh}}
+    variants = {"mesh": {"mesh": mesh, "batch_lanes": args.lanes}}
     if k > 1:
-        variants["no mesh (XLA partitioner)"] = {"batch_axis": ()}
+        variants["no mesh (XLA partitioner)"] = {"batch_axis": (), "batch_lanes": args.lanes}
     out = {"devices": k, "size": args.size, "variants": {}}
     for name, kw in variants.items():
 
@@ -132,7 +140,17 @@ def run_children(args: argparse.Namespace) -> list[dict]:
         env["JAX_PLATFORMS"] = "cpu"
         cmd = [sys.executable, "-m", "experiments.benchmarks.sharded_batch", "--child"]
         cmd += ["--size", str(args.size), "--repeats", str(args.repeats), "--seed", str(args.seed)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        cmd += ["--lanes", str(args.lanes)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise SystemExit(
+                f"sharded_batch: {k} device(s) did not finish in {args.child_timeout} s "
+                "(see the module docstring: jaxlib's batched LAPACK kernels can deadlock "
+                "when the emulated devices outnumber the cores; lower --lanes)"
+            ) from None
         if proc.returncode != 0:
             raise SystemExit(f"sharded_batch: {k} device(s) failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -158,8 +176,9 @@ def section(results: list[dict], args: argparse.Namespace, command: str, wall: f
         f"Problem: N = {args.size:,} fits of y = a·exp(−b t) + c·sin(d t), {NUM_POINTS} "
         f"points t ∈ [0, {T_MAX:g}], noise σ = {NOISE}, starts within ±30 % of the truth, "
         f"seed {args.seed}, float64, `nj.least_squares` defaults (Levenberg–Marquardt), "
+        f"`batch_lanes={args.lanes}` (per device with `mesh=`), "
         "inputs `NamedSharding(mesh, P('data'))`. *mesh*: `mesh=` given, one work pool per "
-        "device on its N/K problems (default lanes per device); *no mesh*: the same sharded "
+        "device on its N/K problems; *no mesh*: the same sharded "
         "inputs with `batch_axis=()`, one pool partitioned by XLA (the behaviour before "
         "`mesh=`). Collectives: instructions in the compiled HLO (all-gather, all-reduce, "
         "collective-permute, all-to-all, reduce-scatter).",
@@ -201,6 +220,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lanes", type=int, default=128, help="work-pool lanes per device (batch_lanes)"
+    )
+    parser.add_argument("--child-timeout", type=float, default=600.0)
     parser.add_argument("--write", action="store_true", help="write RESULTS.md's section")
     parser.add_argument("--note", default="")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
