@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.extend import core as jax_core
 
 from newtonjax._objectives import CompositeObjective, LeastSquaresObjective
 from newtonjax._solve import _protocol
@@ -301,10 +302,38 @@ def make_solver(fn_name: str, fun, tx: optax.GradientTransformation, method: Met
         sized = settings.for_size(tree_size(c.params))
         return _step(fn_name, fun, tx, method, products, sized, c, args)
 
-    return Solver(init, step, _finish)
+    return Solver(_traced_once(init), _traced_once(step), _traced_once(_finish))
 
 
 def solve_one(solver: Solver, x0, args) -> SolveResult:
     carry = solver.init(x0, args)
     carry = jax.lax.while_loop(lambda c: c.status == RUNNING, lambda c: solver.step(c, args), carry)
     return solver.finish(carry)
+
+
+def _traced_once(fn: Callable) -> Callable:
+    """``fn`` traced once per argument structure, shapes and dtypes.
+
+    A batched solve needs the start, the iteration and the result twice: in the
+    unbatched solve that ``jax.custom_batching.custom_vmap`` records, and in the
+    work pool under ``vmap``. The first call records ``fn`` as a jaxpr; later calls
+    with the same abstract arguments evaluate that jaxpr (``vmap`` batches its
+    equations), so the update rule's Python runs once. A jaxpr that captured a
+    value of an enclosing transformation (a tracer among its constants) lives only
+    as long as that trace and is not kept.
+    """
+    cache: dict[Any, tuple[Any, Any]] = {}
+
+    def traced(*args):
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple(jax.typeof(leaf) for leaf in leaves))
+        entry = cache.get(key)
+        if entry is None:
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+            entry = (closed, jax.tree.structure(out_shape))
+            if not any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+                cache[key] = entry
+        closed, out_tree = entry
+        return jax.tree.unflatten(out_tree, jax_core.jaxpr_as_fun(closed)(*leaves))
+
+    return traced

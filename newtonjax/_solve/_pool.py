@@ -36,18 +36,31 @@ def _take(tree, index):
     return jax.tree.map(lambda a: a[index], tree)
 
 
-def default_lanes(num_problems: int) -> int:
+def default_lanes(num_problems: int, platform: str | None = None) -> int:
     """Lanes of the work pool for a batch of ``num_problems`` solves.
 
-    Few lanes waste little on the slowest problems (the tail costs lanes × its
-    iterations) but pay the loop's fixed cost per trip more often; about 4√N
-    balances the two (measured on 2 CPU cores for 10,000 four-parameter fits, 4.4
-    iterations on average: 256 lanes 0.41 s, 384 lanes 0.32–0.50 s, 512 lanes
-    0.47–0.51 s; for 1,000 fits 64 lanes 0.05 s, 128 lanes 0.06 s, 256 lanes
-    0.09 s, a plain vmap 0.14 s).
+    Each trip of the pool runs one iteration on every lane, busy or not, and the
+    drain at the end (the queue is empty, the slowest problems still run) costs
+    lanes × their remaining iterations; narrow pools pay the loop's fixed cost per
+    trip more often. On the CPU a lane costs about as much in a batch of 128 as in
+    one of 10,000 (the work per lane, a few µs for a small fit, dwarfs the cost per
+    kernel), so 128 lanes waste least. CPU time per problem-iteration of 10,000
+    four-parameter fits (18 iterations on average, at most 100) at 96 / 128 / 192 /
+    256 / 384 lanes: 7.8 / 6.8 / 6.8 / 7.0 / 7.0 µs; with 11 iterations on average
+    6.8 µs at 128 lanes and 7.7 µs at 384 (``4√N``, the former default); for 1,000
+    fits 64 and 128 lanes within 2 % of each other, 256 lanes about 35 % more
+    (``experiments/benchmarks/batched_curve_fit.py``).
+    Accelerators run wide batches at little more than the cost of narrow ones, so
+    elsewhere the pool is wider: about ``4√N`` (at least 128), unmeasured here.
+
+    Args:
+      num_problems: the batch size ``N``.
+      platform: ``"cpu"``, ``"gpu"``, ``"tpu"``; ``None``: JAX's default backend.
     """
     if num_problems <= 128:
         return num_problems
+    if (platform or jax.default_backend()) == "cpu":
+        return 128
     return max(128, 64 * round(4 * math.sqrt(num_problems) / 64))
 
 
@@ -91,6 +104,13 @@ def _solve_pooled(solver: Solver, x0s, argss, num_problems: int, lanes: int) -> 
     scattered back to each problem's position. All problems are started at once
     (one batched evaluation of ``f`` and ``∇f``), so a refill only copies a start
     state into the lane.
+
+    Retiring and refilling lanes on every trip (finish, one scatter and one gather
+    per dtype) costs little next to an iteration of the update rule: a pool that
+    does it only once an eighth or a quarter of its lanes are done (under a
+    ``lax.cond``) was no faster, and neither was keeping the lanes' states packed
+    between trips. Rounds of vmapped steps over all active problems, compacted into
+    a few power-of-two widths, would compile the iteration once per width.
     """
     if lanes >= num_problems:
         return jax.vmap(functools.partial(solve_one, solver))(x0s, argss)
