@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from newtonjax import linalg
 from newtonjax._checks import check_choice, check_count, check_positive
 from newtonjax._transforms._common import bound_kwargs, chain_with_linesearch
 from newtonjax._transforms._levenberg_marquardt import (  # also importable from here
@@ -46,15 +45,14 @@ from newtonjax._transforms._levenberg_marquardt import (  # also importable from
     levenberg_marquardt,
     scale_by_levenberg_marquardt,
 )
-from newtonjax._transforms._structured import dense_curvature, structured_operator
-from newtonjax._tree import (
-    PyTree,
-    tree_all_finite,
-    tree_axpy,
-    tree_dtype,
-    tree_ravel,
-    tree_where,
+from newtonjax._transforms._structured import (
+    CGSystem,
+    SpectralSystem,
+    dense_curvature,
+    gradient_parts,
+    structured_operator,
 )
+from newtonjax._tree import PyTree, tree_all_finite, tree_dtype, tree_ravel, tree_where
 
 __all__ = [
     "GaussNewtonInfo",
@@ -141,6 +139,7 @@ def scale_by_gauss_newton(
     check_positive(fn_name, "damping", damping, allow_zero=True)
     check_count(fn_name, "max_cg_steps", max_cg_steps)
     check_positive(fn_name, "cg_rtol", cg_rtol)
+    cg_options = dict(rtol=cg_rtol, max_steps=max_cg_steps)
 
     def init_fn(params: PyTree) -> ScaleByGaussNewtonState:
         del params
@@ -153,20 +152,18 @@ def scale_by_gauss_newton(
         op, _ = structured_operator(fn_name, value_fn, params, extra)
         dtype = tree_dtype(params)
         lam = jnp.asarray(damping, dtype)
+        g = gradient_parts(updates, dtype)
         info = _gauss_newton_info()
         if solver == "dense":
-            g_flat, unravel = tree_ravel(updates)
             model_fn = value_fn.bind(**bound_kwargs(value_fn, extra))[0]
             curv = dense_curvature(op, params, value_fn.identity_loss_hessian, model_fn)
-            solve = linalg.damped_spectral_solve(
-                g_flat.astype(dtype), jacobian=curv.jacobian, matrix=curv.matrix
-            )
+            solve = SpectralSystem.build(curv, g).solve
             x, _ = solve.step(lam)
-            direction = unravel(x.astype(g_flat.dtype))
+            direction = g.unravel(x.astype(tree_dtype(updates)))
             info = info._replace(rank_deficient=solve.drops_directions(lam))
         else:
-            matvec = lambda v: tree_axpy(lam, v, op.matvec(v))  # noqa: E731
-            result = linalg.cg(matvec, updates, rtol=cg_rtol, max_steps=max_cg_steps)
+            ones = jnp.ones_like(g.flat)
+            result = CGSystem(op, g, ones, tree_ravel(params)[1], cg_options).cg(lam)
             # G is PSD: CG only stops at once on g ⟂ range(G) (a zero-curvature first
             # direction); fall back to the gradient there, as truncated Newton does.
             nothing = (result.num_steps == 0) | ~tree_all_finite(result.x)
@@ -214,8 +211,8 @@ def gauss_newton(
       max_linesearch_steps: backtracking/zoom iteration cap.
 
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs a
-      structured ``value_fn=``.
+      An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
+      structured objective as ``value_fn=``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax

@@ -5,7 +5,10 @@ Gauss–Newton matrix ``Jᵀ∇²ℓJ`` of a :func:`~newtonjax.composite_objecti
 (Schraudolph 2002). Both are read off the structured ``value_fn``; a plain callable
 is an error that names the objectives to build. Here: the matrix-free operator, the
 dense form for small ``n`` (the Jacobian itself for least squares, so that its SVD
-never squares the condition number), the diagonal, and ``xᵀGx``.
+never squares the condition number), the diagonal, ``xᵀGx``, and the damped system
+``(G + μD) x = g`` of Gauss–Newton and Levenberg–Marquardt, solved either through one
+spectrum of the dense ``G`` (:class:`SpectralSystem`) or matrix-free by CG
+(:class:`CGSystem`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from newtonjax import linalg
 from newtonjax._curvature import GGNOperator, gauss_newton_operator
 from newtonjax._objectives import CompositeObjective
 from newtonjax._transforms._common import bind_value_fn, bound_kwargs
-from newtonjax._tree import HIGHEST, PyTree, tree_all_finite, tree_ravel
+from newtonjax._tree import HIGHEST, PyTree, tree_all_finite, tree_ravel, tree_vdot
 
 __all__ = [
     "structured_operator",
@@ -27,6 +31,11 @@ __all__ = [
     "dense_curvature",
     "curvature_along",
     "ggn_diagonal",
+    "Gradient",
+    "gradient_parts",
+    "Velocity",
+    "SpectralSystem",
+    "CGSystem",
 ]
 
 
@@ -104,3 +113,106 @@ def ggn_diagonal(op: GGNOperator, params: PyTree, least_squares: bool) -> jax.Ar
         return tree_ravel(op.matvec(unravel(e)))[0][i].astype(flat.dtype)
 
     return jax.lax.map(entry, jnp.arange(n), batch_size=min(n, 64))
+
+
+class Gradient(NamedTuple):
+    """The incoming updates (the gradient ``g``) as a pytree and flat in the real dtype."""
+
+    tree: PyTree
+    flat: jax.Array
+    unravel: Any
+
+
+def gradient_parts(updates: PyTree, dtype) -> Gradient:
+    """``g`` as a :class:`Gradient`: the pytree, its flat form in ``dtype``, and back."""
+    flat, unravel = tree_ravel(updates)
+    return Gradient(updates, flat.astype(dtype), unravel)
+
+
+class Velocity(NamedTuple):
+    """The damped step ``p`` with the gradient's sign (``step = −p``) and its model.
+
+    ``predicted`` is ``m(0) − m(p)``; ``length`` is ``‖D^{1/2}p‖``.
+    """
+
+    step: PyTree
+    predicted: jax.Array
+    length: jax.Array
+    cg_steps: jax.Array
+    cg_status: jax.Array
+
+
+class SpectralSystem(NamedTuple):
+    """``(G + μD) x = g`` for every ``μ`` through one spectrum of the dense ``G``."""
+
+    curvature: DenseCurvature
+    solve: linalg.DampedSpectralSolve
+    unravel: Any
+
+    @classmethod
+    def build(cls, curv: DenseCurvature, g: Gradient, inv_sqrt_d=None) -> SpectralSystem:
+        """Decompose ``D^{-1/2} G D^{-1/2}`` once (``inv_sqrt_d = None`` for ``D = I``)."""
+        solve = linalg.damped_spectral_solve(
+            g.flat, jacobian=curv.jacobian, matrix=curv.matrix, inv_sqrt_scale=inv_sqrt_d
+        )
+        return cls(curv, solve, g.unravel)
+
+    def velocity(self, mu: jax.Array) -> Velocity:
+        """The solution for ``g`` with its model decrease and scaled length."""
+        x, length = self.solve.step(mu)
+        # m(0) − m(p) = ½ pᵀGp + μ‖D^{1/2}p‖² for (G + μD)p = −g: no cancellation.
+        predicted = 0.5 * curvature_along(self.curvature, x) + mu * length**2
+        zero = jnp.zeros((), jnp.int32)
+        return Velocity(self.unravel(x), predicted, length, zero, zero)
+
+    def solve_rhs(self, rhs: jax.Array, mu: jax.Array):
+        """``x = (G + μD)⁺ rhs`` (flat), ``‖D^{1/2}x‖`` and 0 CG steps."""
+        x, length = self.solve.solve(rhs, mu)
+        return x, length, jnp.zeros((), jnp.int32)
+
+
+class CGSystem(NamedTuple):
+    """``(G + μD) x = g`` solved matrix-free by CG (two linearized products per iteration).
+
+    ``scale_d`` is the flat ``D`` (ones for ``D = I``), ``unravel_params`` maps it to
+    the parameters' pytree.
+    """
+
+    op: GGNOperator
+    g: Gradient
+    scale_d: jax.Array
+    unravel_params: Any
+    cg_options: dict
+
+    def _matvec(self, mu):
+        d_tree = self.unravel_params(mu * self.scale_d)
+        return lambda v: jax.tree.map(
+            lambda gv, dv, vv: gv + (dv * vv).astype(gv.dtype), self.op.matvec(v), d_tree, v
+        )
+
+    def _length(self, x_flat):
+        return jnp.sqrt(jnp.sum(self.scale_d * x_flat**2))
+
+    def cg(self, mu: jax.Array, rhs: PyTree | None = None) -> linalg.CGResult:
+        """:func:`~newtonjax.linalg.cg` on ``(G + μD) x = rhs`` (default ``g``)."""
+        return linalg.cg(self._matvec(mu), self.g.tree if rhs is None else rhs, **self.cg_options)
+
+    def velocity(self, mu: jax.Array) -> Velocity:
+        """The solution for ``g`` with its model decrease ``gᵀx − ½ xᵀGx`` and length."""
+        result = self.cg(mu)
+        step = result.x
+        predicted = tree_vdot(self.g.tree, step) - 0.5 * tree_vdot(step, self.op.matvec(step))
+        length = self._length(tree_ravel(step)[0].astype(self.scale_d.dtype))
+        return Velocity(
+            step,
+            predicted,
+            length,
+            result.num_steps.astype(jnp.int32),
+            result.status.astype(jnp.int32),
+        )
+
+    def solve_rhs(self, rhs: jax.Array, mu: jax.Array):
+        """``x`` (flat) for the flat ``rhs``, ``‖D^{1/2}x‖`` and the CG steps."""
+        result = self.cg(mu, self.g.unravel(rhs))
+        x = tree_ravel(result.x)[0].astype(self.scale_d.dtype)
+        return x, self._length(x), result.num_steps.astype(jnp.int32)
