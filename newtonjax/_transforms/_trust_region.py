@@ -1,13 +1,20 @@
 """Trust-region Newton as an optax transform: ``scale_by_trust_region`` / ``trust_region``.
 
 Descent × search, in optimistix's terms: the descent minimizes the quadratic model
-``m(p) = f + g·p + ½ pᵀHp`` within ``‖p‖ ≤ Δ`` (the subproblem), the search is the
-classical trust-region radius update of Nocedal & Wright (2006), Alg. 4.1:
+``m(p) = f + g·p + ½ pᵀHp`` within ``‖D p‖ ≤ Δ`` (the subproblem), the search is a
+trust-region radius update on the gain ratio. Without scaling (``D = I``) it is the
+classical rule of Nocedal & Wright (2006), Alg. 4.1:
 
     ρ = (f(θ) − f(θ + p)) / (m(0) − m(p))
     ρ < ¼            →  Δ ← ¼ Δ
     ρ > ¾, ‖p‖ = Δ    →  Δ ← min(2Δ, Δ_max)
     accept p          iff ρ > η
+
+With the diagonal scaling of the exact subproblem (the default there) the scaling,
+the start and the radius rule are MINPACK's (Moré 1978): ``D`` from the Hessian's
+diagonal, updated monotonically (:func:`update_scale`), and
+:func:`update_radius_minpack` (shrink by quadratic interpolation, ``Δ ← 2‖D p‖``
+after a good or an interior step).
 
 Subproblems: ``"exact"`` (Moré–Sorensen on the dense Hessian, hard case included),
 ``"steihaug_cg"`` (truncated CG, matrix-free), ``"dogleg"`` and ``"cauchy"``.
@@ -35,6 +42,7 @@ from newtonjax._tree import (
     tree_scale,
     tree_size,
     tree_sub,
+    tree_vdot,
     tree_where,
     tree_zeros_like,
 )
@@ -114,6 +122,31 @@ def update_radius(radius, rho, step_norm, max_radius):
     # tiny interior step that failed does not leave a much larger radius behind.
     shrunk = 0.25 * jnp.minimum(radius, jnp.where(step_norm > 0, step_norm, radius))
     return jnp.where(shrink, shrunk, jnp.where(grow, jnp.minimum(2.0 * radius, max_radius), radius))
+
+
+def update_radius_minpack(radius, rho, step_norm, actual, slope, max_radius):
+    """MINPACK's radius rule (Moré 1978 §4–6; ``lmder``), for the scaled region.
+
+    With ``‖D p‖`` the scaled step, ``actual = f − f(θ + p)`` and ``slope = gᵀp < 0``:
+
+    * ``ρ <= ¼``: ``Δ ← t·min(Δ, 10‖D p‖)`` with ``t`` the minimizer of the quadratic
+      through ``f``, the slope and ``f(θ + p)`` along the step,
+      ``t = −slope / (2(−actual − slope))``, clamped to ``[0.1, ½]`` (``½`` when
+      ``f`` did not increase, 0.1 for a non-finite trial; Dennis & Schnabel 1983,
+      A6.4.5);
+    * ``ρ >= ¾``, or an interior (Newton, ``λ = 0``) step: ``Δ ← 2‖D p‖`` (at most
+      ``Δ_max``), which follows a shrinking step length down as well as up;
+    * otherwise Δ is kept.
+    """
+    curvature = -actual - slope  # φ(1) − φ(0) − φ'(0) of φ(t) = f(θ + t p)
+    t = -slope / jnp.where(curvature > 0, 2.0 * curvature, 1.0)
+    t = jnp.where(jnp.isfinite(actual) & (curvature > 0), jnp.clip(t, 0.1, 0.5), 0.1)
+    t = jnp.where(actual >= 0, 0.5, t)
+    shrunk = t * jnp.minimum(radius, jnp.where(step_norm > 0, 10.0 * step_norm, radius))
+    interior = step_norm < 0.99 * radius
+    grown = jnp.minimum(2.0 * step_norm, max_radius)
+    grow = (rho >= 0.75) | (interior & (step_norm > 0))
+    return jnp.where(~(rho > 0.25), shrunk, jnp.where(grow, grown, radius))
 
 
 def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=None, x=None):
@@ -294,11 +327,14 @@ def scale_by_trust_region(
         # f and ∇f at the trial point in one pass: the next point's, if accepted.
         new_value, new_grad = jax.value_and_grad(fn)(tree_sub(params, u))
         rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
+        max_r = jnp.asarray(max_radius, dtype)
         if scaled:
             step_norm = jnp.linalg.norm(scale * tree_ravel(step)[0])
+            slope = tree_vdot(updates, step).astype(dtype)
+            new_radius = update_radius_minpack(radius, rho, step_norm, actual, slope, max_r)
         else:
             step_norm = tree_norm(step)
-        new_radius = update_radius(radius, rho, step_norm, jnp.asarray(max_radius, dtype))
+            new_radius = update_radius(radius, rho, step_norm, max_r)
         u = tree_where(accepted, u, jax.tree.map(jnp.zeros_like, u))
         info = TrustRegionInfo(
             rho=rho.astype(dtype),

@@ -77,7 +77,10 @@ def test_exact_step_matches_closed_form_quadratic():
     u, state = tx.update(jax.grad(f)(w0), tx.init(w0), w0, value_fn=f)
     np.testing.assert_allclose(u, w0, rtol=1e-12)  # full Newton step: -u lands on 0
     np.testing.assert_allclose(state.info.rho, 1.0, rtol=1e-12)
-    # Radius grows only for boundary steps: this one was interior.
+    # N&W's rule grows the radius only for boundary steps: this one was interior.
+    tx = nj.scale_by_trust_region(initial_radius=100.0, scaling="none")
+    u, state = tx.update(jax.grad(f)(w0), tx.init(w0), w0, value_fn=f)
+    np.testing.assert_allclose(u, w0, rtol=1e-12)
     np.testing.assert_allclose(state.radius, 100.0)
 
 
@@ -112,18 +115,41 @@ class TestAutomaticInitialRadius:
         np.testing.assert_allclose(-u, newton, rtol=1e-12)
         np.testing.assert_allclose(state.radius, 2.0 * np.linalg.norm(newton), rtol=1e-12)
 
-    def test_bad_newton_step_shrinks_to_a_quarter_of_it(self):
+    def test_bad_newton_step_shrinks_by_interpolation(self):
         # log-cosh far from its minimum: the Newton step overshoots and is rejected.
         f = lambda w: jnp.sum(jnp.log(jnp.cosh(w - 1.2)))  # noqa: E731
         w0 = jnp.array([-1.0, -1.5])
         g, hess = jax.grad(f)(w0), jax.hessian(f)(w0)
         d = np.sqrt(np.abs(np.diag(np.asarray(hess))))
-        newton_norm = np.linalg.norm(d * np.linalg.solve(np.asarray(hess), -np.asarray(g)))
+        newton = np.linalg.solve(np.asarray(hess), -np.asarray(g))
         tx = nj.scale_by_trust_region()
         u, state = tx.update(g, tx.init(w0), w0, value_fn=f)
         assert bool(state.info.rejected)
         np.testing.assert_array_equal(u, 0.0)
-        np.testing.assert_allclose(state.radius, 0.25 * newton_norm, rtol=1e-12)
+        # MINPACK: Δ ← t·‖D p_N‖ (here Δ₀ = ‖D p_N‖ < 10‖D p_N‖), t the minimizer of
+        # the quadratic through f(w0), gᵀp and f(w0 + p), clamped to [0.1, 0.5].
+        slope = float(np.asarray(g) @ newton)
+        rise = float(f(w0 + newton) - f(w0))
+        t = np.clip(-slope / (2.0 * (rise - slope)), 0.1, 0.5)
+        np.testing.assert_allclose(state.radius, t * np.linalg.norm(d * newton), rtol=1e-12)
+        # Unscaled: Nocedal & Wright's quarter.
+        tx = nj.scale_by_trust_region(scaling="none")
+        u, state = tx.update(g, tx.init(w0), w0, value_fn=f)
+        assert bool(state.info.rejected)
+        np.testing.assert_array_equal(u, 0.0)
+        np.testing.assert_allclose(state.radius, 0.25 * np.linalg.norm(newton), rtol=1e-12)
+
+    def test_interior_step_sets_the_radius_to_twice_its_scaled_length(self):
+        # MINPACK: after an interior (λ = 0) step Δ ← 2‖D p‖, also downwards.
+        f, w0 = self.logistic, jnp.zeros(3)
+        g, hess = jax.grad(f)(w0), jax.hessian(f)(w0)
+        d = np.sqrt(np.abs(np.diag(np.asarray(hess))))
+        newton = np.linalg.solve(np.asarray(hess), -np.asarray(g))
+        tx = nj.scale_by_trust_region(initial_radius=100.0)
+        u, state = tx.update(g, tx.init(w0), w0, value_fn=f)
+        np.testing.assert_allclose(-u, newton, rtol=1e-12)
+        assert np.linalg.norm(d * newton) < 1.0
+        np.testing.assert_allclose(state.radius, 2.0 * np.linalg.norm(d * newton), rtol=1e-12)
 
     def test_indefinite_start_uses_the_scaled_norm_of_x0_others_radius_one(self):
         f = lambda w: w[0] ** 2 - w[1] ** 2 + w[1] ** 4 + 0.3 * w[1]  # noqa: E731
