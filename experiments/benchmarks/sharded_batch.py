@@ -177,7 +177,8 @@ def section(results: list[dict], args: argparse.Namespace, command: str, wall: f
         f"Machine: {info['cpu']}, {info['cores']}; emulated CPU devices "
         f"(`XLA_FLAGS=--xla_force_host_platform_device_count=K`, one process per K); "
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} after the run  ",
-        f"Versions: {package_versions(('jax', 'jaxlib', 'numpy'))}  ",
+        f"Versions: newtonjax at commit {_commit()}; "
+        f"{package_versions(('jax', 'jaxlib', 'numpy'))}  ",
         f"Run: {wall:.0f} s in all; median of {args.repeats} timed runs after an AOT compile.",
         "",
         f"Problem: N = {args.size:,} fits of y = a·exp(−b t) + c·sin(d t), {NUM_POINTS} "
@@ -222,9 +223,29 @@ def section(results: list[dict], args: argparse.Namespace, command: str, wall: f
         "returns replicated results.",
         "",
     ]
+    one = results[0]["variants"]["mesh"]
+    findings = [
+        f"K = {r['devices']}: {r['variants']['mesh']['problems_per_s'] / base:.2f}× one "
+        f"device's throughput here; busiest pool {r['variants']['mesh']['trips']:,} trips vs "
+        f"{one['trips']:,}, so about {one['trips'] / r['variants']['mesh']['trips']:.2f}× "
+        "on K real devices"
+        for r in results[1:]
+    ]
+    if findings:
+        lines += ["Findings: " + "; ".join(findings) + ".", ""]
     if args.note:
         lines += [f"Note: {args.note}", ""]
     return "\n".join(lines)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return out.stdout.strip()
 
 
 def parse_args(argv=None) -> argparse.Namespace:

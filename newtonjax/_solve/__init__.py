@@ -16,6 +16,8 @@ Modules:
 * :mod:`._protocol` — the names the loop reads from a rule's state;
 * :mod:`._loop` — start, iteration, convergence tests, result;
 * :mod:`._pool` — the work pool for batches, :func:`default_lanes`;
+* :mod:`._sharded` — batched solves across devices (one pool per device, via
+  :func:`jax.shard_map`);
 * :mod:`._implicit` — the implicit differentiation rule;
 * :mod:`._result` — :class:`SolveResult` and :class:`Status`.
 """

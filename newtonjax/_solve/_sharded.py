@@ -14,6 +14,12 @@ ambient mesh of ``jax.set_mesh``; with neither the batch is solved by one pool a
 before. A batch that does not divide evenly over the devices is padded with copies
 of its last problem, whose results are dropped. Both kinds of mesh axes work
 (``AxisType.Auto`` and ``AxisType.Explicit``, the default of ``jax.make_mesh``).
+
+Emulated CPU devices (``--xla_force_host_platform_device_count``) share one
+intra-op thread pool; with as many devices as cores, a batched LAPACK kernel that
+splits a wide batch onto that pool (the QR in Levenberg–Marquardt's step, above
+about 128 lanes per device) can wait forever in jaxlib 0.10.2. Keep ``batch_lanes``
+at 128 or below there; real devices (GPUs, TPUs, hosts) are not affected.
 """
 
 from __future__ import annotations
