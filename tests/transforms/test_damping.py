@@ -3,7 +3,8 @@
 Nielsen (1999) and Madsen, Nielsen & Tingleff (2004), §3.2 (eq. 3.14, Alg. 3.16);
 Moré (1978), "The Levenberg–Marquardt algorithm: implementation and theory" (§3 the
 scaling, §7 and MINPACK's ``lmder`` the initial radius). The secular equation and
-the radius update are tested in ``test_levenberg_marquardt.py``.
+the radius update are tested in ``test_levenberg_marquardt.py``. Also the damped system
+``(G + μD) x = g`` (``_structured``) against numpy's solve of the normal equations.
 """
 
 import jax.numpy as jnp
@@ -101,3 +102,64 @@ def test_acceleration_is_used_only_below_transtrum_sethna_ratio():
     np.testing.assert_array_equal(refused.step, step)
     nan = accelerate(step, v_len, w * jnp.nan, w_len * jnp.nan, 0.75, lambda x: x, jnp.float64)
     assert not bool(nan.accelerated) and float(nan.ratio) == np.finfo(np.float64).max
+
+
+# ------------------------------------------- the damped system (G + μD) x = g
+
+
+T = np.linspace(0.0, 2.0, 7)
+Y = np.cos(T)
+
+
+def _tree_residual(p):
+    return p["a"][0] * jnp.exp(-p["b"] * T) + p["a"][1] - Y
+
+
+def _tree_jacobian(p):
+    """Closed-form Jacobian of ``_tree_residual`` in ravel order (a0, a1, b)."""
+    a0, b = float(p["a"][0]), float(p["b"])
+    e = np.exp(-b * T)
+    return np.stack([e, np.ones_like(T), -a0 * T * e], axis=1)
+
+
+@pytest.mark.parametrize("solver", ["spectral", "cg"])
+def test_damped_system_solves_scaled_normal_equations(solver):
+    """Both solves of (JᵀJ + μD) x = g on pytree params against numpy's solve."""
+    import jax
+
+    from newtonjax._objectives import least_squares_objective
+    from newtonjax._transforms._structured import (
+        CGSystem,
+        SpectralSystem,
+        dense_curvature,
+        gradient_parts,
+        structured_operator,
+    )
+    from newtonjax._tree import tree_ravel
+
+    params = {"a": jnp.array([1.5, -0.2]), "b": jnp.array(0.7)}
+    loss = least_squares_objective(_tree_residual)
+    op, _ = structured_operator("test", loss, params, {})
+    g = gradient_parts(jax.grad(loss)(params), jnp.float64)
+    d = np.array([2.0, 0.5, 3.0])
+    mu = 0.3
+    if solver == "spectral":
+        curv = dense_curvature(op, params, True, loss.bind()[0])
+        system = SpectralSystem.build(curv, g, jnp.asarray(1.0 / np.sqrt(d)))
+    else:
+        options = dict(rtol=1e-14, max_steps=None)
+        system = CGSystem(op, g, jnp.asarray(d), tree_ravel(params)[1], options)
+    jac = _tree_jacobian(params)
+    gtg = jac.T @ jac
+    grad = jac.T @ np.asarray(_tree_residual(params))
+    x = np.linalg.solve(gtg + mu * np.diag(d), grad)
+    rhs = np.array([0.3, -1.0, 2.0])
+    x_rhs = np.linalg.solve(gtg + mu * np.diag(d), rhs)
+
+    velocity = system.velocity(jnp.asarray(mu))
+    np.testing.assert_allclose(tree_ravel(velocity.step)[0], x, rtol=1e-10)
+    np.testing.assert_allclose(velocity.length, np.sqrt(d @ x**2), rtol=1e-10)
+    np.testing.assert_allclose(velocity.predicted, grad @ x - 0.5 * x @ gtg @ x, rtol=1e-10)
+    w, w_length, _ = system.solve_rhs(jnp.asarray(rhs), jnp.asarray(mu))
+    np.testing.assert_allclose(w, x_rhs, rtol=1e-10)
+    np.testing.assert_allclose(w_length, np.sqrt(d @ x_rhs**2), rtol=1e-10)
