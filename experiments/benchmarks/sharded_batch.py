@@ -233,6 +233,15 @@ def section(results: list[dict], args: argparse.Namespace, command: str, wall: f
     ]
     if findings:
         lines += ["Findings: " + "; ".join(findings) + ".", ""]
+    loads = [v["other_load"] for r in results for v in r["variants"].values()]
+    if np.mean(loads) > 0.5:
+        lines += [
+            f"Other processes kept {np.mean(loads):.1f} of the {os.cpu_count()} cores busy "
+            "on average while the timed runs ran (last column), so the devices shared what "
+            "was left: the throughput column measures the overhead of more, smaller pools, "
+            "not a parallel gain.",
+            "",
+        ]
     if args.note:
         lines += [f"Note: {args.note}", ""]
     return "\n".join(lines)
