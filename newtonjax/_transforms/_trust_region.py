@@ -158,10 +158,13 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=No
     ``D⁻¹ H D⁻¹`` and ``D⁻¹ g`` (Conn, Gould & Toint 2000, §6.7, §7.3). An infinite
     ``radius`` (the exact subproblem's automatic start) takes the Newton step when
     ``H`` is positive definite, and reports its (scaled) length as the radius it was
-    solved with; otherwise (or for ``g = 0``) the step is solved with ``Δ = ‖D x‖``
-    at the flat parameters ``x`` (MINPACK's ``Δ₀ = factor·‖D x₀‖`` with factor 1,
-    Moré 1978 §6: scale-invariant, as the Newton step's length is), or ``Δ = 1``
-    where ``D x = 0`` or without scaling.
+    solved with; otherwise (or for ``g = 0``), with scaling, the step is solved with
+    the length ``‖ĝ‖³ / ĝᵀĤĝ`` of the scaled model's Cauchy step (``ĝ = D⁻¹g``,
+    ``Ĥ = D⁻¹HD⁻¹``; Dennis & Schnabel 1983, Alg. A6.4.1, the start when no radius
+    is given) where ``ĝᵀĤĝ > 0``, else ``Δ = ‖D x‖`` at the flat parameters ``x``
+    (MINPACK's ``Δ₀ = factor·‖D x₀‖`` with factor 1, Moré 1978 §6), else
+    ``Δ = 1``; all three are scale-invariant, as the Newton step's length is.
+    Without scaling the fallback is ``Δ = 1``.
     """
     if subproblem == "exact":
         g_flat, unravel = tree_ravel(g)
@@ -178,12 +181,19 @@ def _solve_subproblem(subproblem, op, g, radius, cg_rtol, max_cg_steps, scale=No
         newton_norm = jnp.linalg.norm(newton)
         interior = jnp.all(jnp.isfinite(newton)) & (newton_norm <= radius)
         # The automatic start: Δ₀ = ‖p_N‖ for a Newton step, else (H not positive
-        # definite, or g = 0) Δ₀ = ‖D x₀‖, or 1.
+        # definite, or g = 0) the Cauchy step's length, or ‖D x₀‖, or 1.
         automatic = jnp.isinf(radius)
         fallback = 1.0
         if scale is not None:
             x_norm = jnp.linalg.norm(scale * x)
             fallback = jnp.where(x_norm > 0, x_norm, 1.0)
+            # Dennis & Schnabel's start: the length ‖ĝ‖³ / ĝᵀĤĝ of the Cauchy step
+            # of the scaled model (ĝ = D⁻¹g, Ĥ = D⁻¹HD⁻¹), where g has positive
+            # curvature.
+            gg = g_flat @ g_flat
+            gHg = g_flat @ (hess @ g_flat)
+            cauchy = gg * jnp.sqrt(gg) / jnp.where(gHg > 0, gHg, 1.0)
+            fallback = jnp.where((gHg > 0) & (gg > 0) & jnp.isfinite(cauchy), cauchy, fallback)
         radius_used = jnp.where(
             automatic, jnp.where(interior & (newton_norm > 0), newton_norm, fallback), radius
         )
@@ -249,9 +259,10 @@ def scale_by_trust_region(
       initial_radius: Δ₀. ``None``: with the exact subproblem the first step is the
         Newton step ``−H⁻¹g`` when ``H`` is positive definite, and Δ₀ is its
         (scaled) length ``‖D p_N‖`` (so a model that predicts well is trusted in full
-        from the start, and a bad step shrinks the radius to a quarter of it);
-        otherwise Δ₀ = ‖D θ₀‖ with diagonal scaling (MINPACK's start, Moré 1978
-        §6), 1 where that is 0; for the other subproblems, and unscaled, Δ₀ = 1
+        from the start); otherwise, with diagonal scaling, the length of the
+        scaled Cauchy step (Dennis & Schnabel 1983, A6.4.1) where the gradient
+        direction has positive curvature, else ‖D θ₀‖ (MINPACK's start, Moré
+        1978 §6), else 1; for the other subproblems, and unscaled, Δ₀ = 1
         (scipy's ``initial_trust_radius``).
       max_radius: Δ_max (``> 0``; ``inf`` leaves the radius uncapped).
       subproblem: ``"exact"`` (dense, small ``n``), ``"steihaug_cg"`` (matrix-free),
@@ -376,7 +387,7 @@ def trust_region(
 
     Args:
       initial_radius: Δ₀; ``None`` starts the exact subproblem from the Newton step
-        when ``∇²f`` is positive definite, else Δ₀ = ‖D θ₀‖ (or 1; see
+        when ``∇²f`` is positive definite, else from the scaled Cauchy step (see
         :func:`scale_by_trust_region`).
       max_radius: Δ_max (``> 0``; ``inf`` leaves the radius uncapped).
       subproblem: ``"exact"`` | ``"steihaug_cg"`` | ``"dogleg"`` | ``"cauchy"``.

@@ -151,16 +151,26 @@ class TestAutomaticInitialRadius:
         assert np.linalg.norm(d * newton) < 1.0
         np.testing.assert_allclose(state.radius, 2.0 * np.linalg.norm(d * newton), rtol=1e-12)
 
-    def test_indefinite_start_uses_the_scaled_norm_of_x0_others_radius_one(self):
+    @pytest.mark.parametrize("w0", [(0.5, 0.1), (0.01, 0.1)])
+    def test_indefinite_start_scaled_cauchy_or_x0_others_radius_one(self, w0):
         f = lambda w: w[0] ** 2 - w[1] ** 2 + w[1] ** 4 + 0.3 * w[1]  # noqa: E731
-        w0 = jnp.array([0.5, 0.1])  # ∇²f has a negative eigenvalue here
-        g = jax.grad(f)(w0)
-        # Scaled exact subproblem: Δ₀ = ‖D w0‖ with D = sqrt|diag H(w0)| (MINPACK).
-        d = np.sqrt(np.abs(np.diag(np.asarray(jax.hessian(f)(w0)))))
-        start = {"exact": float(np.linalg.norm(d * np.asarray(w0)))}
+        w0 = jnp.array(w0)  # ∇²f has a negative eigenvalue here
+        g, hess = np.asarray(jax.grad(f)(w0)), np.asarray(jax.hessian(f)(w0))
+        # Scaled exact subproblem, D = sqrt|diag H(w0)|: the length of the Cauchy
+        # step of the scaled model (Dennis & Schnabel A6.4.1) where ĝᵀĤĝ > 0 (the
+        # first start), else ‖D w0‖ (MINPACK; the second start).
+        d = np.sqrt(np.abs(np.diag(hess)))
+        gs, hs = g / d, hess / np.outer(d, d)
+        curvature = gs @ hs @ gs
+        assert (curvature > 0) == (float(w0[0]) == 0.5)
+        if curvature > 0:
+            exact_start = np.linalg.norm(gs) ** 3 / curvature
+        else:
+            exact_start = np.linalg.norm(d * np.asarray(w0))
         for sub in SUBPROBLEMS:
             auto = nj.scale_by_trust_region(subproblem=sub)
-            one = nj.scale_by_trust_region(initial_radius=start.get(sub, 1.0), subproblem=sub)
+            given = exact_start if sub == "exact" else 1.0
+            one = nj.scale_by_trust_region(initial_radius=given, subproblem=sub)
             u_auto, s_auto = auto.update(g, auto.init(w0), w0, value_fn=f)
             u_one, s_one = one.update(g, one.init(w0), w0, value_fn=f)
             np.testing.assert_allclose(u_auto, u_one, rtol=1e-12, atol=1e-15)
