@@ -725,6 +725,25 @@ def laplace(
       Redux", NeurIPS, §2–3; Immer, Korzepa & Bauer (2021), AISTATS, §3.
     """
     fn = "laplace"
+    _check_choices(fn, fun, curvature, structure)
+    check_float_tree(fn, "params", params)
+    check_finite_tree(fn, "params", params)
+    flat, _ = tree_ravel(params)
+    n = flat.shape[0]
+    _check_structure_options(fn, structure, rank, key, num_samples, n)
+    delta = _prior_precision(fn, prior_precision, flat.dtype)
+    check_scalar_output(fn, jax.eval_shape(_bind(fun, args), params))
+    post, smallest = _maybe_jit(
+        _laplace_core, fun, params, args, delta, key,
+        curvature=curvature, structure=structure, rank=rank, num_samples=num_samples,
+    )  # fmt: skip
+    if is_concrete((post, smallest)):
+        _raise_if_not_positive_definite(fn, post, smallest, curvature, n)
+    return post
+
+
+def _check_choices(fn: str, fun, curvature: str, structure: str) -> None:
+    """``curvature`` and ``structure`` are known, and ``"ggn"`` has its structure."""
     if curvature not in CURVATURES:
         raise ValueError(
             f"{fn}: unknown curvature {curvature!r}; valid choices: "
@@ -744,12 +763,10 @@ def laplace(
             "cross-entropy on logits) or nj.least_squares_objective(residual_fn), got "
             f"{type(fun).__name__}; or use curvature='hessian'"
         )
-    check_float_tree(fn, "params", params)
-    check_finite_tree(fn, "params", params)
-    flat, unravel = tree_ravel(params)
-    n = flat.shape[0]
-    dtype = flat.dtype
 
+
+def _check_structure_options(fn: str, structure, rank, key, num_samples, n: int) -> None:
+    """``rank`` and ``key`` as ``structure`` needs them; a valid ``num_samples``."""
     if structure == "lowrank":
         if key is None:
             raise TypeError(
@@ -767,6 +784,9 @@ def laplace(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"{fn}: num_samples must be an int >= 1, got {num_samples!r}")
 
+
+def _prior_precision(fn: str, prior_precision, dtype) -> jax.Array:
+    """δ as a scalar of ``dtype``; checked finite and >= 0 where it is concrete."""
     delta = jnp.asarray(prior_precision)
     if delta.ndim != 0:
         raise ValueError(
@@ -775,34 +795,30 @@ def laplace(
         )
     if is_concrete(delta) and not (float(delta) >= 0 and math.isfinite(float(delta))):
         raise ValueError(f"{fn}: prior_precision must be finite and >= 0, got {float(delta)}")
-    delta = delta.astype(dtype)
+    return delta.astype(dtype)
 
-    check_scalar_output(fn, jax.eval_shape(_bind(fun, args), params))
-    post, smallest = _maybe_jit(
-        _laplace_core, fun, params, args, delta, key,
-        curvature=curvature, structure=structure, rank=rank, num_samples=num_samples,
-    )  # fmt: skip
-    if is_concrete((post, smallest)):
-        check_finite_tree(fn, "fun(params)", post.value)
-        if not bool(post.finite):
-            raise ValueError(
-                f"{fn}: the curvature at params is not finite (NaN or inf); check that "
-                "fun is finite and twice differentiable at params"
-            )
-        if int(post.num_clipped) > 0:
-            hint = (
-                "use curvature='ggn' (positive semi-definite for a convex output loss) "
-                "or a larger prior_precision"
-                if curvature == "hessian"
-                else "use a prior_precision > 0 (the data do not determine every direction)"
-            )
-            raise ValueError(
-                f"{fn}: the precision (curvature + prior_precision·I) is not positive "
-                f"definite: {int(post.num_clipped)} of {n} eigenvalues are <= 0 (smallest "
-                f"{float(smallest):.3g}); {hint}. Under jax.jit they are raised to "
-                "max(δ, n·ε·max|λ|) and counted in the posterior's num_clipped"
-            )
-    return post
+
+def _raise_if_not_positive_definite(fn: str, post, smallest, curvature: str, n: int) -> None:
+    """Eager calls: a non-finite value or curvature, or a clipped precision, raises."""
+    check_finite_tree(fn, "fun(params)", post.value)
+    if not bool(post.finite):
+        raise ValueError(
+            f"{fn}: the curvature at params is not finite (NaN or inf); check that "
+            "fun is finite and twice differentiable at params"
+        )
+    if int(post.num_clipped) > 0:
+        hint = (
+            "use curvature='ggn' (positive semi-definite for a convex output loss) "
+            "or a larger prior_precision"
+            if curvature == "hessian"
+            else "use a prior_precision > 0 (the data do not determine every direction)"
+        )
+        raise ValueError(
+            f"{fn}: the precision (curvature + prior_precision·I) is not positive "
+            f"definite: {int(post.num_clipped)} of {n} eigenvalues are <= 0 (smallest "
+            f"{float(smallest):.3g}); {hint}. Under jax.jit they are raised to "
+            "max(δ, n·ε·max|λ|) and counted in the posterior's num_clipped"
+        )
 
 
 def _laplace_core(fun, params, args, delta, key, *, curvature, structure, rank, num_samples):
