@@ -298,15 +298,7 @@ def scale_by_trust_region(
     check_in_range(fn_name, "eta", eta, 0.0, 0.25)
     check_count(fn_name, "max_cg_steps", max_cg_steps)
     check_positive(fn_name, "cg_rtol", cg_rtol)
-    check_choice(fn_name, "scaling", scaling, SCALINGS + (None,))
-    if scaling is None:
-        scaling = "diagonal" if subproblem == "exact" else "none"
-    if scaling == "diagonal" and subproblem != "exact":
-        raise ValueError(
-            f"{fn_name}: scaling='diagonal' needs subproblem='exact' (the Hessian's "
-            f"diagonal comes from the dense Hessian), got subproblem={subproblem!r}"
-        )
-    scaled = scaling == "diagonal"
+    scaled = _resolve_scaling(fn_name, scaling, subproblem) == "diagonal"
 
     if initial_radius is None:
         # The exact subproblem starts from the Newton step (see _solve_subproblem).
@@ -330,22 +322,17 @@ def scale_by_trust_region(
         op = hessian_operator(fn, params)
         f0 = op.value if value is None else jnp.asarray(value, dtype)
         radius = state.radius
+        scale = state.scale if scaled else None
         step, predicted, cg_steps, status, radius, scale = _solve_subproblem(
-            subproblem, op, updates, radius, cg_rtol, max_cg_steps, state.scale if scaled else None,
-            tree_ravel(params)[0],
+            subproblem, op, updates, radius, cg_rtol, max_cg_steps, scale, tree_ravel(params)[0]
         )
         u = tree_scale(-1.0, step)
         # f and ∇f at the trial point in one pass: the next point's, if accepted.
         new_value, new_grad = jax.value_and_grad(fn)(tree_sub(params, u))
         rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
-        max_r = jnp.asarray(max_radius, dtype)
-        if scaled:
-            step_norm = jnp.linalg.norm(scale * tree_ravel(step)[0])
-            slope = tree_vdot(updates, step).astype(dtype)
-            new_radius = update_radius_minpack(radius, rho, step_norm, actual, slope, max_r)
-        else:
-            step_norm = tree_norm(step)
-            new_radius = update_radius(radius, rho, step_norm, max_r)
+        new_radius, step_norm = _next_radius(
+            radius, rho, actual, step, updates, scale, jnp.asarray(max_radius, dtype)
+        )
         u = tree_where(accepted, u, jax.tree.map(jnp.zeros_like, u))
         info = TrustRegionInfo(
             rho=rho.astype(dtype),
@@ -366,6 +353,34 @@ def scale_by_trust_region(
         return u, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _resolve_scaling(fn_name: str, scaling: str | None, subproblem: str) -> str:
+    """The scaling option, with ``None`` resolved for the subproblem; checked."""
+    check_choice(fn_name, "scaling", scaling, SCALINGS + (None,))
+    if scaling is None:
+        return "diagonal" if subproblem == "exact" else "none"
+    if scaling == "diagonal" and subproblem != "exact":
+        raise ValueError(
+            f"{fn_name}: scaling='diagonal' needs subproblem='exact' (the Hessian's "
+            f"diagonal comes from the dense Hessian), got subproblem={subproblem!r}"
+        )
+    return scaling
+
+
+def _next_radius(radius, rho, actual, step, grad, scale, max_radius):
+    """The next radius and the step's length in the trust region's norm.
+
+    Scaled (``scale`` is ``D``): MINPACK's rule on ``‖D p‖`` (:func:`update_radius_minpack`,
+    with the slope ``gᵀp`` for its interpolation); unscaled (``scale`` is ``None``):
+    Nocedal & Wright's Alg. 4.1 on ``‖p‖`` (:func:`update_radius`).
+    """
+    if scale is None:
+        step_norm = tree_norm(step)
+        return update_radius(radius, rho, step_norm, max_radius), step_norm
+    step_norm = jnp.linalg.norm(scale * tree_ravel(step)[0])
+    slope = tree_vdot(grad, step).astype(step_norm.dtype)
+    return update_radius_minpack(radius, rho, step_norm, actual, slope, max_radius), step_norm
 
 
 def trust_region(
