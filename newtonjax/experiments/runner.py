@@ -91,8 +91,10 @@ def compilation_cache_dir() -> Path:
 
 
 # Persistent-cache events counted in this process (JAX's monitoring events).
-_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits",
-                 "/jax/compilation_cache/cache_misses": "misses"}
+_CACHE_EVENTS = {
+    "/jax/compilation_cache/cache_hits": "hits",
+    "/jax/compilation_cache/cache_misses": "misses",
+}
 _cache_counts = {"hits": 0, "misses": 0}
 _cache_listening = False
 
@@ -554,7 +556,9 @@ def run_experiment(
     try:
         metrics_file = open(run_dir / "metrics.jsonl", "w")  # noqa: SIM115 (closed below)
     except OSError as err:
-        raise RunError(f"{run_dir / 'metrics.jsonl'}: cannot create it: {_os_reason(err)}") from None
+        raise RunError(
+            f"{run_dir / 'metrics.jsonl'}: cannot create it: {_os_reason(err)}"
+        ) from None
     with metrics_file:
         try:
             for opt in optimizers:
