@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -506,6 +506,23 @@ def run_experiment(
 ) -> Path:
     """Run every optimizer of ``config`` on its problem; return the new run folder."""
     key = jax.random.PRNGKey(config.seed)
+    problem = _build_problem(config, key)
+    optimizers = expand_sweep(config)
+    _check_structure(config, problem, optimizers)
+    analysed = _uncertainty_targets(config, problem, optimizers)
+    mesh = _checked_mesh(config, device, problem)
+
+    run_dir = make_run_dir(output_dir or config.output.dir, config.name)
+    _write(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    _write(run_dir / "environment.json", json.dumps(environment(device), indent=2))
+    with _open_metrics(run_dir) as metrics_file:
+        outcome = _run_optimizers(problem, optimizers, config, metrics_file, mesh, analysed, key)
+    _finish(run_dir, config, problem, outcome)
+    return run_dir
+
+
+def _build_problem(config: ExperimentConfig, key: jax.Array) -> base.Problem:
+    """The config's problem from its registered builder (given ``key`` if it takes one)."""
     builder = base.resolve(config.problem.name)
     kwargs = dict(config.problem.params)
     if "key" in inspect.signature(builder).parameters:
@@ -521,7 +538,13 @@ def run_experiment(
             f"problem {config.problem.name!r}: the builder returned {type(problem).__name__}, "
             "not newtonjax.experiments.problems.base.Problem"
         )
-    optimizers = expand_sweep(config)
+    return problem
+
+
+def _check_structure(
+    config: ExperimentConfig, problem: base.Problem, optimizers: list[OptimizerConfig]
+) -> None:
+    """Optimizers that need a least-squares or composite objective get one."""
     import newtonjax as nj
 
     for opt in optimizers:
@@ -532,64 +555,103 @@ def run_experiment(
                 f"optimizer {opt.display!r} needs a least-squares or composite objective, "
                 f"but problem {config.problem.name!r} is a plain scalar function"
             )
-    analysed: list[str] = []
-    if config.uncertainty is not None:
-        uncertainty.check_problem(config.uncertainty, problem, config.problem.name)
-        swept = config.sweep.optimizer if config.sweep is not None else None
-        analysed = uncertainty.targets(config.uncertainty, [o.display for o in optimizers], swept)
 
+
+def _uncertainty_targets(
+    config: ExperimentConfig, problem: base.Problem, optimizers: list[OptimizerConfig]
+) -> list[str]:
+    """Labels of the optimizers whose solutions the ``uncertainty:`` section analyses."""
+    if config.uncertainty is None:
+        return []
+    uncertainty.check_problem(config.uncertainty, problem, config.problem.name)
+    swept = config.sweep.optimizer if config.sweep is not None else None
+    return uncertainty.targets(config.uncertainty, [o.display for o in optimizers], swept)
+
+
+def _checked_mesh(config: ExperimentConfig, device: jax.Device, problem: base.Problem):
+    """The config's device mesh (or ``None``), whose data axis divides the batch."""
     mesh = make_mesh(config, device)
     if mesh is not None and problem.batch_size % mesh.shape["data"]:
         raise ConfigError(
             f"mesh.data: {mesh.shape['data']} devices do not divide the batch of "
             f"{problem.batch_size} instances of problem {config.problem.name!r}"
         )
+    return mesh
 
-    run_dir = make_run_dir(output_dir or config.output.dir, config.name)
-    _write(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
-    _write(run_dir / "environment.json", json.dumps(environment(device), indent=2))
 
+def _open_metrics(run_dir: Path):
+    """``metrics.jsonl`` of the run folder, open for writing."""
+    try:
+        return open(run_dir / "metrics.jsonl", "w")  # noqa: SIM115 (closed by the caller)
+    except OSError as err:
+        raise RunError(
+            f"{run_dir / 'metrics.jsonl'}: cannot create it: {_os_reason(err)}"
+        ) from None
+
+
+class _Outcome(NamedTuple):
+    """What the optimizers left and how their loop ended."""
+
+    records: list[dict[str, Any]]
+    finals: dict[str, Any]  # label -> final params
+    reports: dict[str, Any]  # label -> problem report
+    analyses: dict[str, Any]  # label -> uncertainty.Analysis
+    status: str  # "completed", "interrupted during <label>" or "failed: <reason>"
+    current: str | None  # label of the last optimizer started
+    failure: str | None  # why the metrics could not be written, if so
+
+
+def _run_optimizers(problem, optimizers, config, metrics_file, mesh, analysed, key) -> _Outcome:
+    """Run each optimizer in turn; an interrupt or a failed metrics write ends the loop
+    and is recorded in the outcome, which keeps the optimizers finished before it."""
     records, finals, reports, analyses = [], {}, {}, {}
     status = "completed"
     current = None
     failure = None
     try:
-        metrics_file = open(run_dir / "metrics.jsonl", "w")  # noqa: SIM115 (closed below)
-    except OSError as err:
-        raise RunError(
-            f"{run_dir / 'metrics.jsonl'}: cannot create it: {_os_reason(err)}"
-        ) from None
-    with metrics_file:
-        try:
-            for opt in optimizers:
-                current = opt.display
-                record, params = _run_optimizer(
-                    problem, opt, config, metrics_file, config.run.progress, mesh
+        for opt in optimizers:
+            current = opt.display
+            record, params = _run_optimizer(
+                problem, opt, config, metrics_file, config.run.progress, mesh
+            )
+            records.append(record)
+            finals[opt.display] = params
+            if problem.report is not None:
+                reports[opt.display] = problem.report(params)
+            if opt.display in analysed:
+                analyses[opt.display] = uncertainty.analyse(
+                    config.uncertainty, problem, params, jax.random.fold_in(key, 1)
                 )
-                records.append(record)
-                finals[opt.display] = params
-                if problem.report is not None:
-                    reports[opt.display] = problem.report(params)
-                if opt.display in analysed:
-                    analyses[opt.display] = uncertainty.analyse(
-                        config.uncertainty, problem, params, jax.random.fold_in(key, 1)
-                    )
-        except KeyboardInterrupt:
-            status = f"interrupted during {current}"
-        except _MetricsWriteFailed as err:
-            failure = f"{err} (during {current})"
-            status = f"failed: {failure}"
+    except KeyboardInterrupt:
+        status = f"interrupted during {current}"
+    except _MetricsWriteFailed as err:
+        failure = f"{err} (during {current})"
+        status = f"failed: {failure}"
+    return _Outcome(records, finals, reports, analyses, status, current, failure)
+
+
+def _finish(run_dir: Path, config: ExperimentConfig, problem: base.Problem, outcome: _Outcome):
+    """Write the summaries and plots; then raise if the loop did not complete."""
+    status = outcome.status
     try:
-        _write_results(run_dir, config, problem, records, finals, reports, status, analyses)
+        _write_results(
+            run_dir,
+            config,
+            problem,
+            outcome.records,
+            outcome.finals,
+            outcome.reports,
+            status,
+            outcome.analyses,
+        )
     except OSError as err:
         lost = f"cannot write the summary and plots: {_os_reason(err)}"
         what = "" if status == "completed" else status.removeprefix("failed: ") + "; "
         raise RunError(f"{run_dir}: {what}{lost}; metrics.jsonl is kept") from None
-    if failure is not None:
-        raise RunError(f"{run_dir}: {failure}; the steps before it are kept")
+    if outcome.failure is not None:
+        raise RunError(f"{run_dir}: {outcome.failure}; the steps before it are kept")
     if status != "completed":
-        raise RunInterrupted(run_dir, current or "setup")
-    return run_dir
+        raise RunInterrupted(run_dir, outcome.current or "setup")
 
 
 def _write(path: Path, text: str) -> None:
