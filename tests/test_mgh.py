@@ -10,9 +10,18 @@ paper's printed ``f*``, and the forward-mode Jacobian against central difference
 The slow test runs newtonjax's solvers at default settings on all 40 cases and
 checks the targets of the robustness work (``trust_region`` ≥ 38, ``newton`` ≥ 36,
 ``levenberg_marquardt`` ≥ 38 solved), with "solved" as defined by
-:func:`mgh.outcome`, computed from the returned point alone::
+:func:`mgh.outcome`, computed from the returned point alone, with XLA's default compiler settings
+(the ones users run; ``tests/conftest.py`` otherwise compiles faster, which changes
+rounding)::
 
-    python -m pytest -s -m slow tests/test_mgh.py
+    NEWTONJAX_TEST_XLA_DEFAULTS=1 python -m pytest -s -m slow tests/test_mgh.py
+
+18-biggs-exp6 starts on a subspace where its two exponential terms are symmetric
+while its minimizer is not: every method with exact derivatives leaves that
+subspace only by amplifying rounding errors, so whether a solver reaches the global
+minimum there depends on the compiled program's rounding (Levenberg–Marquardt
+solves it with XLA's defaults and ends in a local minimum with the tests' fast
+compile settings).
 """
 
 import functools
