@@ -1010,6 +1010,98 @@ def curve_fits(
 # ---------------------------------------------------------------------------
 
 
+def _spectrum_lanczos_steps(
+    fn: str, init_params: Any, num_eigenvalues: int, lanczos_steps: int
+) -> int:
+    """Lanczos steps of :func:`mlp_spectrum`: at least ``num_eigenvalues``, at most the
+    number of parameters (which ``num_eigenvalues`` may not exceed)."""
+    num_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(init_params))
+    if num_eigenvalues > num_params:
+        raise ValueError(
+            f"{fn}: num_eigenvalues must be <= the number of parameters ({num_params}), "
+            f"got {num_eigenvalues}"
+        )
+    return min(num_params, max(lanczos_steps, num_eigenvalues))
+
+
+def _spectrum_analysis(
+    objective: Any, num_eigenvalues: int, steps: int, trace_samples: int
+) -> Callable[[Any], tuple[jax.Array, jax.Array, jax.Array]]:
+    """Jitted ``params -> (top eigenvalues, smallest eigenvalue, trace estimate)`` of
+    the Hessian of ``objective``, probed from the fixed key :data:`SPECTRUM_SEED`."""
+
+    @jax.jit
+    def analyze(params):
+        key_top, key_bottom, key_trace = jax.random.split(jax.random.PRNGKey(SPECTRUM_SEED), 3)
+        top = nj.hessian_eigenvalues(
+            objective, params, k=num_eigenvalues, key=key_top, num_steps=steps
+        )
+        bottom = nj.hessian_eigenvalues(
+            objective, params, k=1, which="smallest", key=key_bottom, num_steps=steps
+        )
+        trace = nj.hessian_trace(objective, params, key=key_trace, num_samples=trace_samples)
+        return top, bottom[0], trace
+
+    return analyze
+
+
+def _spectral_density_plot(
+    fn: str, objective: Any, num_probes: int, steps: int
+) -> Callable[[dict[str, Any], Any], list[str]]:
+    """The plot hook of :func:`mlp_spectrum`: per label, the stochastic Lanczos
+    quadrature density at its final params (jitted once, probed from the fixed key
+    :data:`SPECTRUM_SEED`) into ``spectral_density_<label>.png``."""
+
+    @jax.jit
+    def density(params):
+        return nj.hessian_spectral_density(
+            objective,
+            params,
+            key=jax.random.PRNGKey(SPECTRUM_SEED),
+            num_probes=num_probes,
+            num_steps=steps,
+            num_points=500,
+        )
+
+    def plot(results: dict[str, Any], run_dir: Any) -> list[str]:
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                f'{fn}: plotting needs matplotlib: pip install "newtonjax[experiments]"'
+            ) from error
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for label, params in results.items():
+            sd = density(params)
+            fig = Figure(figsize=(6.0, 4.0))
+            FigureCanvasAgg(fig)
+            title = f"Hessian spectral density, {label} (SLQ, {num_probes} probes × {steps} steps)"
+            _draw_spectral_density(fig, sd, title)
+            path = run_dir / f"spectral_density_{_safe_label(label)}.png"
+            fig.savefig(path, dpi=100)
+            paths.append(str(path))
+        return paths
+
+    return plot
+
+
+def _draw_spectral_density(fig: Any, sd: Any, title: str) -> None:
+    """The density ``sd`` (grid and density) on a log scale, floored at 1e-10 of its peak."""
+    grid = np.asarray(sd.grid, np.float64)
+    dens = np.asarray(sd.density, np.float64)
+    floor = max(float(np.max(dens)), 1e-300) * 1e-10
+    ax = fig.add_subplot()
+    ax.semilogy(grid, np.maximum(dens, floor))
+    ax.set_xlabel("Hessian eigenvalue λ")
+    ax.set_ylabel("density (normalized)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+
+
 @register("mlp_spectrum")
 def mlp_spectrum(
     *,
@@ -1063,37 +1155,9 @@ def mlp_spectrum(
     _check_int(fn, "lanczos_steps", lanczos_steps, 2)
     base = mlp_digits(key=key, hidden=hidden, l2=l2)
     objective = base.objective
-    num_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(base.init_params))
-    if num_eigenvalues > num_params:
-        raise ValueError(
-            f"{fn}: num_eigenvalues must be <= the number of parameters ({num_params}), "
-            f"got {num_eigenvalues}"
-        )
-    steps = min(num_params, max(lanczos_steps, num_eigenvalues))
+    steps = _spectrum_lanczos_steps(fn, base.init_params, num_eigenvalues, lanczos_steps)
     trace_samples = 20
-
-    @jax.jit
-    def analyze(params):
-        key_top, key_bottom, key_trace = jax.random.split(jax.random.PRNGKey(SPECTRUM_SEED), 3)
-        top = nj.hessian_eigenvalues(
-            objective, params, k=num_eigenvalues, key=key_top, num_steps=steps
-        )
-        bottom = nj.hessian_eigenvalues(
-            objective, params, k=1, which="smallest", key=key_bottom, num_steps=steps
-        )
-        trace = nj.hessian_trace(objective, params, key=key_trace, num_samples=trace_samples)
-        return top, bottom[0], trace
-
-    @jax.jit
-    def density(params):
-        return nj.hessian_spectral_density(
-            objective,
-            params,
-            key=jax.random.PRNGKey(SPECTRUM_SEED),
-            num_probes=num_probes,
-            num_steps=steps,
-            num_points=500,
-        )
+    analyze = _spectrum_analysis(objective, num_eigenvalues, steps, trace_samples)
 
     def report(params: Any) -> dict[str, Any]:
         out = dict(base.report(params))
@@ -1107,45 +1171,12 @@ def mlp_spectrum(
         )
         return out
 
-    def plot(results: dict[str, Any], run_dir: Any) -> list[str]:
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                f'{fn}: plotting needs matplotlib: pip install "newtonjax[experiments]"'
-            ) from error
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for label, params in results.items():
-            sd = density(params)
-            grid = np.asarray(sd.grid, np.float64)
-            dens = np.asarray(sd.density, np.float64)
-            floor = max(float(np.max(dens)), 1e-300) * 1e-10
-            fig = Figure(figsize=(6.0, 4.0))
-            FigureCanvasAgg(fig)
-            ax = fig.add_subplot()
-            ax.semilogy(grid, np.maximum(dens, floor))
-            ax.set_xlabel("Hessian eigenvalue λ")
-            ax.set_ylabel("density (normalized)")
-            ax.set_title(
-                f"Hessian spectral density, {label} (SLQ, {num_probes} probes × {steps} steps)",
-                fontsize=9,
-            )
-            ax.grid(True, which="major", alpha=0.3)
-            fig.tight_layout()
-            path = run_dir / f"spectral_density_{_safe_label(label)}.png"
-            fig.savefig(path, dpi=100)
-            paths.append(str(path))
-        return paths
-
     return Problem(
         name=f"mlp_spectrum_h{hidden}",
         objective=objective,
         init_params=base.init_params,
         metrics=base.metrics,
         report=report,
-        plot=plot,
+        plot=_spectral_density_plot(fn, objective, num_probes, steps),
         description=base.description + "; Hessian spectrum at the final points",
     )
