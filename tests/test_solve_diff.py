@@ -82,7 +82,7 @@ class TestClosedForm:
         ids=["fwd_over_rev", "rev_over_rev"],
     )
     def test_hessian_of_a_function_of_the_solution(self, hessian):
-        # The issue's reproducer: d²(Σ x*²)/da² = 2 diag(x'² + x x'').
+        # A reproducer: d²(Σ x*²)/da² = 2 diag(x'² + x x'').
         x, dx, d2x, _ = quartic_closed_form(A)
         got = jax.jit(hessian(sum_of_squares))(A)
         np.testing.assert_allclose(got, np.diag(2 * (dx**2 + x * d2x)), rtol=1e-6, atol=1e-10)

@@ -1374,7 +1374,7 @@ problem has stopped hands its result back and takes the next waiting problem. It
 cost per problem-iteration is (µs per lane-trip) / utilization plus the retire and
 refill on each trip. The alternatives below were measured in one process each, in
 CPU time (the minimum of 5 runs; wall time moved by a factor of two with the other
-engineers' compiles, load average 8–11 on 2 cores), on problems drawn from this
+jobs' compiles, load average 8–11 on 2 cores), on problems drawn from this
 benchmark's distribution (another random sequence) with gtol 1e-6 and newtonjax's
 default ftol and xtol (10,000 fits; s = 0.3: 11.1 iterations on average, at most
 100; s = 0.6: 17.6 on average):

@@ -46,7 +46,7 @@ and median CPU time of this process (all threads) over round-robin samples after
 one warm-up call (see :func:`run_size` for how many) —, iterations, final gradient
 norm and value, the distance to the floor's solution, and both time ratios to the
 floor. CPU time is reported because on a shared machine wall time measures waiting
-as much as work. Targets (from the issue): newtonjax within 1.05× of the floor; at
+as much as work. Targets: newtonjax within 1.05× of the floor; at
 ``n = 1000`` at least 2× faster than scipy ``trust-exact``.
 
 jaxlib's CPU Cholesky and ``eigh`` call LAPACK from scipy's OpenBLAS; the run limits
