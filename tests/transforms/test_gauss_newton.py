@@ -10,6 +10,7 @@ from absl.testing import parameterized
 
 from newtonjax._objectives import composite_objective, least_squares_objective
 from newtonjax._transforms._gauss_newton import gauss_newton, scale_by_gauss_newton
+from tests.transforms._helpers import assert_second_update_does_not_retrace, counting
 
 jax.config.update("jax_enable_x64", True)
 
@@ -175,25 +176,9 @@ class TestOptaxProtocol:
     @pytest.mark.parametrize("solver", ["dense", "cg"])
     def test_no_recompile_on_second_update(self, solver):
         traces = []
-
-        def residual(w):
-            traces.append(1)
-            return rosenbrock_residual(w)
-
-        loss = least_squares_objective(residual)
+        loss = least_squares_objective(counting(rosenbrock_residual, traces))
         tx = scale_by_gauss_newton(solver=solver)
-
-        @jax.jit
-        def step(w, state):
-            updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
-            return w - updates, state
-
-        w0 = jnp.array([-1.2, 1.0])
-        w, state = step(w0, tx.init(w0))
-        n_traces = len(traces)
-        step(w, state)
-        assert len(traces) == n_traces
-        assert step._cache_size() == 1
+        assert_second_update_does_not_retrace(tx, loss, jnp.array([-1.2, 1.0]), traces)
 
     def test_inject_hyperparams(self):
         opt = optax.inject_hyperparams(gauss_newton)(learning_rate=0.5, damping=0.1)

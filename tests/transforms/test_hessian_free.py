@@ -16,6 +16,7 @@ from newtonjax._transforms._hessian_free import (
     martens_damping_update,
     scale_by_hessian_free,
 )
+from tests.transforms._helpers import assert_second_update_does_not_retrace, counting
 
 jax.config.update("jax_enable_x64", True)
 
@@ -196,26 +197,10 @@ class TestOptaxProtocol:
     @pytest.mark.parametrize("structured", [False, True])
     def test_no_recompile_on_second_update(self, structured):
         traces = []
-
-        def res(w):
-            traces.append(1)
-            return residual(w)
-
-        loss = least_squares_objective(res)
+        loss = least_squares_objective(counting(residual, traces))
         value_fn = loss if structured else (lambda w: loss(w))
         tx = scale_by_hessian_free()
-
-        @jax.jit
-        def step(w, state):
-            updates, state = tx.update(jax.grad(value_fn)(w), state, w, value_fn=value_fn)
-            return w - updates, state
-
-        w0 = jnp.array([0.7, -0.4])
-        w, state = step(w0, tx.init(w0))
-        n_traces = len(traces)
-        step(w, state)
-        assert len(traces) == n_traces
-        assert step._cache_size() == 1
+        assert_second_update_does_not_retrace(tx, value_fn, jnp.array([0.7, -0.4]), traces)
 
     def test_inject_hyperparams(self):
         opt = optax.inject_hyperparams(hessian_free)(

@@ -11,7 +11,6 @@ import pytest
 from absl.testing import parameterized
 from scipy.optimize import brentq
 
-from newtonjax.experiments.problems import nist
 from newtonjax._objectives import composite_objective, least_squares_objective
 from newtonjax._transforms._levenberg_marquardt import (
     levenberg_marquardt,
@@ -19,6 +18,8 @@ from newtonjax._transforms._levenberg_marquardt import (
     secular_damping,
     trust_region_radius_update,
 )
+from newtonjax.experiments.problems import nist
+from tests.transforms._helpers import assert_second_update_does_not_retrace, counting
 
 jax.config.update("jax_enable_x64", True)
 
@@ -395,7 +396,9 @@ class TestRejection:
             w = jnp.asarray(w0)
             state = tx.init(w)
             seen = set()
-            step = jax.jit(lambda w, s, loss=loss: tx.update(jax.grad(loss)(w), s, w, value_fn=loss))
+            step = jax.jit(
+                lambda w, s, loss=loss: tx.update(jax.grad(loss)(w), s, w, value_fn=loss)
+            )
             for _ in range(6):
                 updates, state = step(w, state)
                 w = optax.apply_updates(w, updates)
@@ -509,25 +512,9 @@ class TestOptaxProtocol:
     @pytest.mark.parametrize("solver", ["dense", "cg"])
     def test_no_recompile_on_second_update(self, solver):
         traces = []
-
-        def residual(w):
-            traces.append(1)
-            return exp_residual(w)
-
-        loss = least_squares_objective(residual)
+        loss = least_squares_objective(counting(exp_residual, traces))
         tx = scale_by_levenberg_marquardt(solver=solver, scaling="marquardt")
-
-        @jax.jit
-        def step(w, state):
-            updates, state = tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
-            return w - updates, state
-
-        w0 = jnp.asarray(W0)
-        w, state = step(w0, tx.init(w0))
-        n_traces = len(traces)
-        step(w, state)
-        assert len(traces) == n_traces
-        assert step._cache_size() == 1
+        assert_second_update_does_not_retrace(tx, loss, jnp.asarray(W0), traces)
 
     def test_inject_hyperparams(self):
         opt = optax.inject_hyperparams(levenberg_marquardt)(

@@ -9,6 +9,7 @@ import pytest
 
 import newtonjax as nj
 from newtonjax._transforms._newton import newton, scale_by_newton
+from tests.transforms._helpers import assert_second_update_does_not_retrace, counting
 
 RTOL = 1e-12
 
@@ -223,21 +224,8 @@ class TestOptaxProtocol:
     def test_no_recompile_on_second_update(self, solver):
         tx = scale_by_newton(solver=solver)
         traces = []
-
-        def f(w):
-            traces.append(1)
-            return rosenbrock(w)
-
-        @jax.jit
-        def step(w, state):
-            updates, state = tx.update(jax.grad(f)(w), state, w, value_fn=f)
-            return w - updates, state
-
-        w, state = step(jnp.array([-1.2, 1.0]), tx.init(jnp.array([-1.2, 1.0])))
-        n_traces = len(traces)
-        step(w, state)
-        assert len(traces) == n_traces
-        assert step._cache_size() == 1
+        f = counting(rosenbrock, traces)
+        assert_second_update_does_not_retrace(tx, f, jnp.array([-1.2, 1.0]), traces)
 
     def test_inject_hyperparams(self):
         opt = optax.inject_hyperparams(newton)(learning_rate=1.0, damping=1e-3)
@@ -270,6 +258,7 @@ class TestOptaxProtocol:
 
         def solve(target):
             f = lambda w: jnp.sum((w - target) ** 2) + jnp.sum((w - target) ** 4)  # noqa: E731
+
             def step(carry, _):
                 w, state = carry
                 updates, state = opt.update(jax.grad(f)(w), state, w, value_fn=f)
