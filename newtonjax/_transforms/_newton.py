@@ -119,7 +119,9 @@ def _diagonal_scale(hess):
 def _scaled_shift_solve(hess, g, damping):
     """``(H + τD²) x = g``: the eigenvalue shift of ``D⁻¹HD⁻¹``, ``D = sqrt|diag H|``."""
     d = _diagonal_scale(hess)
-    x, tau, lam_min, modified = _eigen_solve(hess / (d[:, None] * d[None, :]), g / d, damping, False)
+    x, tau, lam_min, modified = _eigen_solve(
+        hess / (d[:, None] * d[None, :]), g / d, damping, False
+    )
     return x / d, tau, lam_min, modified
 
 
