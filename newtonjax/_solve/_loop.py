@@ -20,7 +20,8 @@ from newtonjax._solve import _protocol
 from newtonjax._solve._methods import Method
 from newtonjax._solve._result import NO_SUBPROBLEM, RUNNING, SUCCESS, SolveResult, Status
 from newtonjax._solve._settings import COSINE_JACOBIAN_MAX, Settings
-from newtonjax._transforms._levenberg_marquardt import gradient_cosine
+from newtonjax._transforms._levenberg_marquardt import gradient_cosine, seed_jacobian
+from newtonjax._transforms._structured import residual_and_jacobian
 from newtonjax._tree import (
     PyTree,
     tree_add,
@@ -99,22 +100,24 @@ def relative_gradient(grad, params, x0_scale, value, dtype) -> jax.Array:
     return jnp.max(jnp.where(g == 0, 0.0, g * scale / f_scale), initial=0.0)
 
 
-def jacobian_cosine(value_fn: LeastSquaresObjective, params, value, grad, dtype) -> jax.Array:
-    """MINPACK's cosine test at ``params`` with ``J`` formed there (``n`` forward
-    products): ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)``."""
-    flat, unravel = tree_ravel(params)
-    jac = jax.jacfwd(lambda v: tree_ravel(value_fn.model_fn(unravel(v)))[0])(flat)
+def jacobian_cosine(value_fn: LeastSquaresObjective, params, value, grad, dtype,
+                    jac=None) -> jax.Array:  # fmt: skip
+    """MINPACK's cosine test at ``params`` with ``J`` (formed there unless given; ``n``
+    forward products): ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)``."""
+    if jac is None:
+        flat, unravel = tree_ravel(params)
+        jac = jax.jacfwd(lambda v: tree_ravel(value_fn.model_fn(unravel(v)))[0])(flat)
     column_sq_norms = jnp.sum(jnp.abs(jac.astype(dtype)) ** 2, axis=0)
     return gradient_cosine(tree_ravel(grad)[0].astype(dtype), column_sq_norms, value)
 
 
-def gradient_measure(value_fn, params, value, grad, x0_scale, dtype) -> jax.Array:
+def gradient_measure(value_fn, params, value, grad, x0_scale, dtype, jac=None) -> jax.Array:
     """The quantity the default ``gtol`` test bounds at ``params`` (formed by the loop):
-    the cosine for least squares with ``n <= COSINE_JACOBIAN_MAX``, else the relative
-    gradient."""
+    the cosine for least squares with ``n <= COSINE_JACOBIAN_MAX`` (with the Jacobian
+    ``jac`` if given), else the relative gradient."""
     n = tree_ravel(params)[0].shape[0]
     if isinstance(value_fn, LeastSquaresObjective) and n <= COSINE_JACOBIAN_MAX:
-        return jacobian_cosine(value_fn, params, value, grad, dtype)
+        return jacobian_cosine(value_fn, params, value, grad, dtype, jac)
     return relative_gradient(grad, params, x0_scale, value, dtype)
 
 
@@ -179,14 +182,18 @@ def _is_success(status):
     return ok
 
 
-def _init(fun, tx, settings: Settings, x0, args) -> Carry:
+def _init(fun, tx, method: Method, settings: Settings, x0, args) -> Carry:
     value_fn = bind_args(fun, args)
     dtype = tree_dtype(x0)
     gtol, _, _ = settings.tolerances(dtype)
     value0, grad0 = jax.value_and_grad(value_fn)(x0)
     finite0 = jnp.isfinite(value0) & jnp.all(jnp.isfinite(tree_ravel(grad0)[0]))
     x0_scale = jnp.abs(tree_ravel(x0)[0].astype(dtype))
-    measure0 = gradient_measure(value_fn, x0, value0, grad0, x0_scale, dtype)
+    opt_state, jac0 = tx.init(x0), None
+    if method.carries_jacobian and isinstance(value_fn, LeastSquaresObjective):
+        jac0 = residual_and_jacobian(value_fn.model_fn, x0)[1]
+        opt_state = seed_jacobian(opt_state, jac0)
+    measure0 = gradient_measure(value_fn, x0, value0, grad0, x0_scale, dtype, jac0)
     gtol_hit0 = _gtol_hit(settings, measure0, gtol, tree_max_abs(grad0), dtype)
     status0 = jnp.where(
         ~finite0, Status.NONFINITE, jnp.where(gtol_hit0, Status.GTOL, RUNNING)
@@ -201,7 +208,7 @@ def _init(fun, tx, settings: Settings, x0, args) -> Carry:
             "damping_or_radius": nan,
         }
     zero, one = jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)
-    return Carry(x0, tx.init(x0), value0, grad0, zero, status0, zero, one, one, zero,
+    return Carry(x0, opt_state, value0, grad0, zero, status0, zero, one, one, zero,
                  jnp.asarray(NO_SUBPROBLEM, jnp.int32), hist0, x0_scale)  # fmt: skip
 
 
@@ -296,7 +303,7 @@ def make_solver(fn_name: str, fun, tx: optax.GradientTransformation, method: Met
 
     # The default maxiter depends on n, static in each trace.
     def init(x0, args):
-        return _init(fun, tx, settings.for_size(tree_size(x0)), x0, args)
+        return _init(fun, tx, method, settings.for_size(tree_size(x0)), x0, args)
 
     def step(c, args):
         sized = settings.for_size(tree_size(c.params))

@@ -41,6 +41,10 @@ class Method:
       carries_values: whether the rule's state carries ``value`` and ``grad`` at the
         point its updates lead to (optax's ``value_and_grad_from_state``
         convention), so the loop reads them instead of evaluating again.
+      carries_jacobian: whether the rule takes the residual's Jacobian at the start
+        (:func:`~newtonjax._transforms._levenberg_marquardt.seed_jacobian`) and then
+        carries it, so that each step linearizes the residual once, at its trial
+        point (least-squares objectives).
       dense_products: ``dense_products(n, options)``, curvature products per step
         outside any CG loop (a dense ``n × n`` matrix counts ``n``; CG steps are
         read from the state).
@@ -51,6 +55,7 @@ class Method:
     needs_structure: bool = False
     tests_trial: bool = False
     carries_values: bool = False
+    carries_jacobian: bool = False
     dense_products: Callable[[int, dict[str, Any]], int] = lambda n, options: 0
 
     def __call__(self, n: int, **options) -> optax.GradientTransformationExtraArgs:
@@ -101,6 +106,7 @@ METHODS: dict[str, Method] = {
             needs_structure=True,
             tests_trial=True,
             carries_values=True,
+            carries_jacobian=True,
             dense_products=_lm_products,
         ),
         Method("hessian_free", lambda n, **o: hessian_free(**o), tests_trial=True),

@@ -103,7 +103,9 @@ def _solve_pooled(solver: Solver, x0s, argss, num_problems: int, lanes: int) -> 
     work per problem stays close to its own iteration count; the results are
     scattered back to each problem's position. All problems are started at once
     (one batched evaluation of ``f`` and ``∇f``), so a refill only copies a start
-    state into the lane.
+    state into the lane. The start states of all ``N`` problems are held until
+    their lanes take them: for Levenberg–Marquardt on a least-squares objective
+    each includes the residual's ``m × n`` Jacobian at ``x0``.
 
     Retiring and refilling lanes on every trip (finish, one scatter and one gather
     per dtype) costs little next to an iteration of the update rule: a pool that

@@ -11,7 +11,10 @@ MINPACK's ``lmder``; :class:`_MoreRadius`), or Nielsen's (1999) direct update of
 ``μ`` (:class:`_Nielsen`). ``G`` and ``D`` come from the structured ``value_fn``
 (:mod:`._structured`). An update reads: the point (:func:`_point`), the curvature and
 scaling, the damping, the velocity, the geodesic correction, the trial
-(:func:`_try_step`), the rule's next damping and radius, the new state.
+(:func:`_try_step`), the rule's next damping and radius, the new state. A solve
+loop seeds the residual's Jacobian at the start (:func:`seed_jacobian`); each update
+then linearizes the residual once, at its trial point, where one forward pass gives
+``r``, ``J`` and ``∇f = Jᵀr`` for the next update.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import optax
 
 from newtonjax._checks import check_choice, check_count, check_in_range, check_positive
 from newtonjax._curvature import GGNOperator
+from newtonjax._objectives import half_squared_norm
 from newtonjax._transforms._common import acceptance, bound_kwargs
 from newtonjax._transforms._damping import (
     damping_bounds,
@@ -45,9 +49,12 @@ from newtonjax._transforms._structured import (
     dense_curvature,
     ggn_diagonal,
     gradient_parts,
+    jacobian_curvature,
+    residual_and_jacobian,
     structured_operator,
 )
 from newtonjax._tree import (
+    HIGHEST,
     PyTree,
     tree_dtype,
     tree_norm,
@@ -61,6 +68,7 @@ __all__ = [
     "LevenbergMarquardtInfo",
     "ScaleByLevenbergMarquardtState",
     "gradient_cosine",
+    "seed_jacobian",
     "scale_by_levenberg_marquardt",
     "levenberg_marquardt",
     # the damping rules, re-exported for their tests and for readers
@@ -136,6 +144,12 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
         again there.
       grad: ``∇f`` at that point (zeros before the first update).
       info: diagnostics of the last step.
+      jacobian: with the dense solver, the residual's ``(m, n)`` Jacobian (ravel
+        order) at the point the next update starts from, once a solve loop has
+        seeded it (:func:`seed_jacobian`); the update then reuses it and builds the
+        next one at its trial point, in the same forward pass as ``f`` and ``∇f``
+        there. Unseeded it is a ``(0,)`` placeholder and every update builds ``J``
+        at ``params``; ``None`` for the CG solver.
     """
 
     damping: jax.Array
@@ -146,6 +160,29 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
     value: jax.Array
     grad: PyTree
     info: LevenbergMarquardtInfo
+    jacobian: jax.Array | None = None
+
+
+def seed_jacobian(state: Any, jacobian: jax.Array) -> Any:
+    """``state`` with ``jacobian`` (``J`` at the current params) carried by every
+    dense Levenberg–Marquardt block in it that takes one.
+
+    For a loop that applies each update exactly as returned (the block's value and
+    gradient are carried under the same condition): the updates then evaluate the
+    residual and its Jacobian once per step, at the trial point.
+    """
+
+    def seed(node):
+        if isinstance(node, ScaleByLevenbergMarquardtState) and _unseeded(node.jacobian):
+            return node._replace(jacobian=jacobian.astype(node.jacobian.dtype))
+        return node
+
+    is_state = lambda x: isinstance(x, ScaleByLevenbergMarquardtState)  # noqa: E731
+    return jax.tree.map(seed, state, is_leaf=is_state)
+
+
+def _unseeded(jacobian) -> bool:
+    return jacobian is not None and jacobian.ndim == 1
 
 
 def gradient_cosine(grad: jax.Array, column_sq_norms: jax.Array, value: jax.Array) -> jax.Array:
@@ -211,11 +248,27 @@ def _point(fn_name, updates, state, params, value_fn, value, grad, extra) -> _Po
     return _Point(params, op, fn, value_fn, kwargs, dtype, f0, g0, g, state.num_updates == 0)
 
 
-def _curvature(solver, marquardt, relative, p: _Point):
-    """The dense ``G`` (dense solver) and ``diag(G)`` where a rule reads it (else ``None``)."""
+def _seeded_jacobian(fn_name, state, p: _Point) -> jax.Array | None:
+    """The Jacobian a solve loop seeded (see :func:`seed_jacobian`), else ``None``."""
+    if state.jacobian is None or _unseeded(state.jacobian):
+        return None
+    if not p.value_fn.identity_loss_hessian:
+        raise ValueError(
+            f"{fn_name}: the state carries a residual Jacobian, but value_fn is not a "
+            "least-squares objective (nj.least_squares_objective)"
+        )
+    return state.jacobian
+
+
+def _curvature(solver, marquardt, relative, p: _Point, carried):
+    """The dense ``G`` (dense solver) and ``diag(G)`` where a rule reads it (else ``None``);
+    ``carried`` is the seeded Jacobian at ``params``, or ``None``."""
     least_squares = p.value_fn.identity_loss_hessian
     curv = None
-    if solver == "dense":
+    if carried is not None:
+        curv = jacobian_curvature(carried.astype(p.dtype))
+        diag_g = curv.diagonal
+    elif solver == "dense":
         curv = dense_curvature(p.op, p.params, least_squares, p.value_fn.bind(**p.kwargs)[0])
         diag_g = curv.diagonal
     elif marquardt:
@@ -273,16 +326,31 @@ class _Trial(NamedTuple):
     rho: jax.Array
     accepted: jax.Array
     actual: jax.Array
+    jacobian: jax.Array | None
 
 
-def _try_step(p: _Point, step: PyTree, predicted: jax.Array, eta) -> _Trial:
-    """``f`` and ``∇f`` at ``θ − step`` in one pass (the next point's, if accepted), and ``ρ``.
+def _evaluate(p: _Point, params: PyTree, linearize: bool):
+    """``(f, ∇f, J)`` at ``params``: by reverse mode (``J = None``), or with
+    ``linearize`` from one forward pass that gives the residual and ``J``, with
+    ``∇f = Jᵀr``."""
+    if not linearize:
+        return (*jax.value_and_grad(p.fn)(params), None)
+    model_fn = p.value_fn.bind(**p.kwargs)[0]
+    residual, jac = residual_and_jacobian(model_fn, params)
+    r = tree_ravel(residual)[0].astype(jac.dtype)
+    grad = tree_ravel(params)[1](jnp.matmul(jac.T, r, precision=HIGHEST))
+    return half_squared_norm(residual), grad, jac
+
+
+def _try_step(p: _Point, step: PyTree, predicted: jax.Array, eta, linearize: bool) -> _Trial:
+    """``f`` and ``∇f`` at ``θ − step`` in one pass (the next point's, if accepted), and ``ρ``;
+    with ``linearize`` also the Jacobian there (see :func:`_evaluate`).
 
     When both reductions are at the rounding level of ``f``, ``ρ`` is noise and the
     model is trusted (``ρ = 1``; Conn, Gould & Toint 2000, §17.4.2), so the last
     Gauss–Newton steps of a tight solve are not rejected for rounding errors in ``f``.
     """
-    new_value, new_grad = jax.value_and_grad(p.fn)(tree_sub(p.params, step))
+    new_value, new_grad, new_jac = _evaluate(p, tree_sub(p.params, step), linearize)
     predicted = predicted.astype(p.dtype)
     f0 = p.value
     rho, accepted, actual = acceptance(f0, new_value, predicted, eta)
@@ -296,7 +364,7 @@ def _try_step(p: _Point, step: PyTree, predicted: jax.Array, eta) -> _Trial:
         & moves
     )
     rho = jnp.where(rounding, 1.0, rho)
-    return _Trial(step, new_value, new_grad, predicted, rho, accepted | rounding, actual)
+    return _Trial(step, new_value, new_grad, predicted, rho, accepted | rounding, actual, new_jac)
 
 
 class _MoreRadius(NamedTuple):
@@ -347,7 +415,8 @@ class _Nielsen(NamedTuple):
 
 
 def _next_state(state, p: _Point, trial: _Trial, geo, velocity, cg_steps, rule_out, running, diag):
-    """Pack the state after the step; ``diag`` is ``diag(JᵀJ)`` for the cosine, or ``None``."""
+    """Pack the state after the step; ``diag`` is ``diag(JᵀJ)`` for the cosine, or ``None``.
+    A seeded Jacobian moves to the trial point's with an accepted step."""
     dtype = p.dtype
     damping, growth, radius = rule_out
     lo, hi = damping_bounds(dtype)
@@ -372,10 +441,15 @@ def _next_state(state, p: _Point, trial: _Trial, geo, velocity, cg_steps, rule_o
         value=jnp.where(trial.accepted, trial.value, p.value).astype(dtype),
         grad=tree_where(trial.accepted, trial.grad, p.grad),
         info=info,
+        jacobian=state.jacobian
+        if trial.jacobian is None
+        else jnp.where(trial.accepted, trial.jacobian, state.jacobian),
     )
 
 
-def _initial_state(params, initial_damping, marquardt, cosine) -> ScaleByLevenbergMarquardtState:
+def _initial_state(
+    params, initial_damping, marquardt, cosine, dense
+) -> ScaleByLevenbergMarquardtState:
     dtype = tree_dtype(params)
     fill = jnp.zeros_like if marquardt else jnp.ones_like
     return ScaleByLevenbergMarquardtState(
@@ -387,6 +461,7 @@ def _initial_state(params, initial_damping, marquardt, cosine) -> ScaleByLevenbe
         value=jnp.asarray(jnp.inf, dtype),
         grad=tree_zeros_like(params),
         info=_lm_info(dtype, cosine),
+        jacobian=jnp.zeros((0,), dtype) if dense else None,
     )
 
 
@@ -534,18 +609,19 @@ def scale_by_levenberg_marquardt(
     cg_options = dict(rtol=cg_rtol, max_steps=max_cg_steps)
 
     def init_fn(params: PyTree) -> ScaleByLevenbergMarquardtState:
-        return _initial_state(params, initial_damping, marquardt, cosine)
+        return _initial_state(params, initial_damping, marquardt, cosine, solver == "dense")
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
         p = _point(fn_name, updates, state, params, value_fn, value, grad, extra)
-        curv, diag_g = _curvature(solver, marquardt, relative, p)
+        carried = _seeded_jacobian(fn_name, state, p)
+        curv, diag_g = _curvature(solver, marquardt, relative, p, carried)
         running, scale_d, inv_sqrt_d = _scaling(marquardt, state, diag_g, p.g)
         system = _system(solver, p, curv, scale_d, inv_sqrt_d, cg_options)
         # The damping of this step, then the damped system's solution (the velocity).
         mu, radius = rule.damping(state, p, system, scale_d, diag_g)
         velocity = system.velocity(mu)
         geo, cg_steps = _geodesic_step(geodesic, acceleration_ratio, p, system, curv, velocity, mu)
-        trial = _try_step(p, geo.step, velocity.predicted, eta)
+        trial = _try_step(p, geo.step, velocity.predicted, eta, carried is not None)
         rule_out = rule.update(state, p, mu, radius, velocity.length, trial)
         diag = diag_g if cosine else None
         new_state = _next_state(state, p, trial, geo, velocity, cg_steps, rule_out, running, diag)

@@ -29,6 +29,8 @@ __all__ = [
     "structured_operator",
     "DenseCurvature",
     "dense_curvature",
+    "residual_and_jacobian",
+    "jacobian_curvature",
     "curvature_along",
     "ggn_diagonal",
     "Gradient",
@@ -78,18 +80,37 @@ def dense_curvature(
     op: GGNOperator, params: PyTree, least_squares: bool, model_fn: Callable | None = None
 ) -> DenseCurvature:
     """``G`` of ``op`` in dense form (all zeros if a product is not finite)."""
-    flat, unravel = tree_ravel(params)
+    flat = tree_ravel(params)[0]
     if least_squares:
-        # The m × n Jacobian in one forward-mode pass over the n basis tangents
-        # (cheaper under jit than n replays of the linearization, which XLA
-        # evaluates with the residual as a second pass over the same data).
-        jac = jax.jacfwd(lambda x: tree_ravel(model_fn(unravel(x)))[0])(flat)
-        jac = jac.astype(flat.dtype)
-        jac = jnp.where(tree_all_finite(jac), jac, jnp.zeros_like(jac))
-        return DenseCurvature(jac, None, jnp.sum(jac * jac, axis=0))
+        return jacobian_curvature(residual_and_jacobian(model_fn, params)[1])
     mat = op.as_matrix().astype(flat.dtype)
     mat = jnp.where(tree_all_finite(mat), 0.5 * (mat + mat.T), jnp.zeros_like(mat))
     return DenseCurvature(None, mat, jnp.diagonal(mat))
+
+
+def residual_and_jacobian(model_fn: Callable, params: PyTree) -> tuple[PyTree, jax.Array]:
+    """The residual ``r(θ)`` (its pytree) and its ``m × n`` Jacobian in ravel order.
+
+    One forward-mode pass over the ``n`` basis tangents gives both: the residual is
+    the pass's primal (cheaper under jit than ``n`` replays of the linearization,
+    which XLA evaluates with the residual as a second pass over the same data).
+    The Jacobian is in the parameters' dtype and all zeros if any entry is not
+    finite.
+    """
+    flat, unravel = tree_ravel(params)
+
+    def flat_residual(x):
+        r = model_fn(unravel(x))
+        return tree_ravel(r)[0], r
+
+    jac, residual = jax.jacfwd(flat_residual, has_aux=True)(flat)
+    jac = jac.astype(flat.dtype)
+    return residual, jnp.where(tree_all_finite(jac), jac, jnp.zeros_like(jac))
+
+
+def jacobian_curvature(jac: jax.Array) -> DenseCurvature:
+    """``G = JᵀJ`` through the (finite) Jacobian ``J``."""
+    return DenseCurvature(jac, None, jnp.sum(jac * jac, axis=0))
 
 
 def curvature_along(curv: DenseCurvature, x: jax.Array) -> jax.Array:

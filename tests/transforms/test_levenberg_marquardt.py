@@ -16,6 +16,7 @@ from newtonjax._transforms._levenberg_marquardt import (
     levenberg_marquardt,
     scale_by_levenberg_marquardt,
     secular_damping,
+    seed_jacobian,
     trust_region_radius_update,
 )
 from newtonjax.experiments.problems import nist
@@ -409,6 +410,46 @@ class TestRejection:
                 value, grad = optax.value_and_grad_from_state(loss)(w, state=state)
                 np.testing.assert_allclose(value, lm_state.value, rtol=0)
             assert False in seen and (loss is EXP_LOSS or True in seen), seen
+
+    def test_seeded_jacobian_moves_with_accepted_steps_only(self):
+        # A solve loop seeds J(θ₀); every update then reuses the carried J and builds
+        # the next at its trial point. Against jax.jacfwd at each new point, through
+        # accepted and rejected (NaN) trials, and against the unseeded updates.
+        def nan_beyond(w):
+            return jnp.stack([w[0] - 10.0, w[1] * w[0]]) + jnp.where(w[0] > 2.0, jnp.nan, 0.0)
+
+        tx = levenberg_marquardt()
+        for residual, w0 in ((exp_residual, W0), (nan_beyond, np.array([1.0, 0.5]))):
+            loss = least_squares_objective(residual)
+            step = jax.jit(
+                lambda w, s, loss=loss: tx.update(jax.grad(loss)(w), s, w, value_fn=loss)
+            )
+            w = w_plain = jnp.asarray(w0)
+            state = seed_jacobian(tx.init(w), jax.jacfwd(residual)(w))
+            plain = tx.init(w)
+            assert plain[0].jacobian.shape == (0,)
+            seen = set()
+            for _ in range(8):
+                updates, state = step(w, state)
+                w = optax.apply_updates(w, updates)
+                lm_state = state[0]
+                seen.add(bool(lm_state.info.rejected))
+                np.testing.assert_allclose(lm_state.jacobian, jax.jacfwd(residual)(w), rtol=1e-14)
+                np.testing.assert_allclose(lm_state.value, loss(w), rtol=1e-14)
+                np.testing.assert_allclose(lm_state.grad, jax.grad(loss)(w), rtol=1e-12, atol=1e-14)
+                updates, plain = step(w_plain, plain)
+                w_plain = optax.apply_updates(w_plain, updates)
+                assert plain[0].jacobian.shape == (0,)
+                np.testing.assert_allclose(w, w_plain, rtol=1e-12)
+            assert False in seen and (residual is exp_residual or True in seen), seen
+
+    def test_seeded_jacobian_needs_a_least_squares_objective(self):
+        loss = composite_objective(lambda w: w * X[:2], lambda z: jnp.sum(jnp.cosh(z)))
+        tx = levenberg_marquardt()
+        w = jnp.array([0.3, 0.2])
+        state = seed_jacobian(tx.init(w), jnp.diag(jnp.asarray(X[:2])))
+        with pytest.raises(ValueError, match="least-squares objective"):
+            tx.update(jax.grad(loss)(w), state, w, value_fn=loss)
 
     def test_damping_stays_finite_under_endless_rejection(self):
         loss = least_squares_objective(lambda w: w - 10.0 + jnp.where(w != 1.0, jnp.nan, 0.0))
