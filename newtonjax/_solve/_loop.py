@@ -105,8 +105,7 @@ def jacobian_cosine(value_fn: LeastSquaresObjective, params, value, grad, dtype,
     """MINPACK's cosine test at ``params`` with ``J`` (formed there unless given; ``n``
     forward products): ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖)``."""
     if jac is None:
-        flat, unravel = tree_ravel(params)
-        jac = jax.jacfwd(lambda v: tree_ravel(value_fn.model_fn(unravel(v)))[0])(flat)
+        jac = residual_and_jacobian(value_fn.model_fn, params, zero_nonfinite=False)[1]
     column_sq_norms = jnp.sum(jnp.abs(jac.astype(dtype)) ** 2, axis=0)
     return gradient_cosine(tree_ravel(grad)[0].astype(dtype), column_sq_norms, value)
 
@@ -191,8 +190,8 @@ def _init(fun, tx, method: Method, settings: Settings, x0, args) -> Carry:
     x0_scale = jnp.abs(tree_ravel(x0)[0].astype(dtype))
     opt_state, jac0 = tx.init(x0), None
     if method.carries_jacobian and isinstance(value_fn, LeastSquaresObjective):
-        jac0 = residual_and_jacobian(value_fn.model_fn, x0)[1]
-        opt_state = seed_jacobian(opt_state, jac0)
+        jac0 = residual_and_jacobian(value_fn.model_fn, x0, zero_nonfinite=False)[1]
+        opt_state = seed_jacobian(opt_state, jnp.where(jnp.isfinite(jac0).all(), jac0, 0.0))
     measure0 = gradient_measure(value_fn, x0, value0, grad0, x0_scale, dtype, jac0)
     gtol_hit0 = _gtol_hit(settings, measure0, gtol, tree_max_abs(grad0), dtype)
     status0 = jnp.where(
