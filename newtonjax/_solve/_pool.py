@@ -42,14 +42,10 @@ def default_lanes(num_problems: int, platform: str | None = None) -> int:
     Each trip of the pool runs one iteration on every lane, busy or not, and the
     drain at the end (the queue is empty, the slowest problems still run) costs
     lanes × their remaining iterations; narrow pools pay the loop's fixed cost per
-    trip more often. On the CPU a lane costs about as much in a batch of 128 as in
-    one of 10,000 (the work per lane, a few µs for a small fit, dwarfs the cost per
-    kernel), so 128 lanes waste least. CPU time per problem-iteration of 10,000
-    four-parameter fits (18 iterations on average, at most 100) at 96 / 128 / 192 /
-    256 / 384 lanes: 7.8 / 6.8 / 6.8 / 7.0 / 7.0 µs; with 11 iterations on average
-    6.8 µs at 128 lanes and 7.7 µs at 384 (``4√N``, the former default); for 1,000
-    fits 64 and 128 lanes within 2 % of each other, 256 lanes about 35 % more
-    (``experiments/benchmarks/batched_curve_fit.py``).
+    trip (on the CPU, mostly the launch of each small kernel) more often. Time per
+    problem-iteration of 10,000 four-parameter fits (8.6 or 13.3 iterations on
+    average, at most 100) at 96 / 128 / 256 / 512 lanes, 2 CPU cores: 4.9 / 4.5 /
+    4.8 / 5.8 µs, for both draws (``experiments/benchmarks/batched_curve_fit.py``).
     Accelerators run wide batches at little more than the cost of narrow ones, so
     elsewhere the pool is wider: about ``4√N`` (at least 128), unmeasured here.
 
