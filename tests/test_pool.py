@@ -59,8 +59,12 @@ class TestPool:
         np.testing.assert_array_equal(res.params, cs)
 
     def test_default_lanes(self):
-        assert default_lanes(100) == 100
-        assert default_lanes(10_000, "cpu") == 128
+        # About 2·√N on the CPU (a multiple of 8, from 8 to 128), 4·√N (at least
+        # 128) elsewhere, never more than N.
+        assert [default_lanes(n, "cpu") for n in (5, 30, 100, 1000, 10_000, 10**6)] == [
+            5, 8, 16, 64, 128, 128,
+        ]  # fmt: skip
+        assert default_lanes(100, "gpu") == 100
         assert default_lanes(10_000, "gpu") == 384
 
     def test_default_lanes_match_single_solves(self):

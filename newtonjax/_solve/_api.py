@@ -208,8 +208,8 @@ def minimize(
         iteration in ``result.history`` (arrays of length ``maxiter + 1``).
       verbose: print each iteration with ``jax.debug.print``.
       batch_lanes: under ``jax.vmap``, the number of problems solved side by side
-        (see below); default ``N`` for ``N <= 128`` problems, else 128 on the CPU and
-        about ``4√N`` on accelerators (``newtonjax._solve.default_lanes``).
+        (see below); default about ``2√N`` on the CPU (8 to 128) and ``4√N`` (at
+        least 128) on accelerators, at most ``N`` (``newtonjax._solve.default_lanes``).
       mesh: under ``jax.vmap``, a :class:`jax.sharding.Mesh` whose devices split
         the batch (see "Across devices" below); ``None``: the ambient mesh of
         ``jax.set_mesh``, if any. Static: part of the compiled-solve key.

@@ -42,22 +42,37 @@ def default_lanes(num_problems: int, platform: str | None = None) -> int:
     Each trip of the pool runs one iteration on every lane, busy or not, and the
     drain at the end (the queue is empty, the slowest problems still run) costs
     lanes × their remaining iterations; narrow pools pay the loop's fixed cost per
-    trip (on the CPU, mostly the launch of each small kernel) more often. Time per
-    problem-iteration of 10,000 four-parameter fits (8.6 or 13.3 iterations on
-    average, at most 100) at 96 / 128 / 256 / 512 lanes, 2 CPU cores: 4.9 / 4.5 /
-    4.8 / 5.8 µs, for both draws (``experiments/benchmarks/batched_curve_fit.py``).
+    trip (on the CPU, mostly the launch of each small kernel) more often, so the
+    best width grows with ``N``. On the CPU the pool has about ``2√N`` lanes, a
+    multiple of 8 between 8 and 128. Run times of batches of four-parameter fits
+    (8 to 14 iterations on average, at most 100) on 2 cores, start spreads 0.3 and
+    0.6 (``experiments/benchmarks/batched_curve_fit.py``):
+
+    ======  ===============================================  =======
+    N       lanes: ms at spread 0.3 / 0.6                    default
+    ======  ===============================================  =======
+    100     8: 5 / 11, 16: 6 / 10, 32: 6 / 14, 100: 10 / 37  16
+    300     16: 17 / 23, 32: 20 / 23, 64: 30 / 33,           32
+            128: 48 / 57
+    1,000   32: 45 / 73, 40: 45 / 76, 64: 44 / 80,           64
+            128: 50 / 102
+    3,000   64: 134 / 213, 96: 125 / 215, 128: 121 / 210     112
+    10,000  96: 411 / 626, 128: 375 / 572, 256: 400 / 616    128
+    ======  ===============================================  =======
+
     Accelerators run wide batches at little more than the cost of narrow ones, so
-    elsewhere the pool is wider: about ``4√N`` (at least 128), unmeasured here.
+    elsewhere the pool is wider: about ``4√N`` (at least 128), unmeasured here. A
+    pool at least as wide as the batch is a plain vmapped loop.
 
     Args:
       num_problems: the batch size ``N``.
       platform: ``"cpu"``, ``"gpu"``, ``"tpu"``; ``None``: JAX's default backend.
     """
-    if num_problems <= 128:
-        return num_problems
     if (platform or jax.default_backend()) == "cpu":
-        return 128
-    return max(128, 64 * round(4 * math.sqrt(num_problems) / 64))
+        lanes = min(128, max(8, 8 * round(2 * math.sqrt(num_problems) / 8)))
+    else:
+        lanes = max(128, 64 * round(4 * math.sqrt(num_problems) / 64))
+    return min(lanes, num_problems)
 
 
 def _pack(tree: PyTree, batch: int) -> tuple[tuple[jax.Array, ...], Callable]:
