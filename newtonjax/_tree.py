@@ -41,6 +41,7 @@ __all__ = [
     "tree_size",
     "tree_dtype",
     "tree_ravel",
+    "tree_ravel_real",
     "check_float_tree",
     "check_same_structure",
     "check_scalar_output",
@@ -117,3 +118,16 @@ def tree_dtype(a: PyTree) -> jnp.dtype:
 def tree_ravel(a: PyTree) -> tuple[Array, Any]:
     """``jax.flatten_util.ravel_pytree``: the flat vector and the function back."""
     return ravel_pytree(a)
+
+
+def tree_ravel_real(a: PyTree) -> Array:
+    """The leaves as one real vector; complex entries ``z`` as ``[Re z, Im z]``.
+
+    For residuals: ``‖r‖²`` and the Gauss–Newton matrix and gradient of ``½‖r‖²``
+    are those of this real vector (``JᵀJ`` of the stacked Jacobian is
+    ``Re(JᴴJ)``, ``Jᵀr`` is ``Re(Jᴴr)``).
+    """
+    flat = tree_ravel(a)[0]
+    if jnp.iscomplexobj(flat):
+        return jnp.concatenate([flat.real, flat.imag])
+    return flat

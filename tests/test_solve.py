@@ -126,6 +126,27 @@ def test_other_methods_reach_the_minimum(method, name, f, x0):
     np.testing.assert_allclose(float(res.value), 0.0, atol=1e-16)
 
 
+@pytest.mark.parametrize("method", ["levenberg_marquardt", "gauss_newton"])
+def test_complex_residuals_are_their_real_and_imaginary_parts(method):
+    # ½‖r‖² of a complex residual is ½‖[Re r, Im r]‖²: its Gauss–Newton matrix is
+    # Re(JᴴJ) and its gradient Re(Jᴴr), as scipy's lm sees the stacked real residual.
+    t = np.linspace(0.0, 1.0, 10)
+    y = 2.0 * np.exp(0.7j * t) + 0.01 * (1 + 3j) * t
+
+    def residual(x):
+        return x[0] * jnp.exp(1j * x[1] * t) - y
+
+    def stacked(x):
+        r = x[0] * np.exp(1j * x[1] * t) - y
+        return np.concatenate([r.real, r.imag])
+
+    ref = so.least_squares(stacked, [1.0, 0.5], method="lm", xtol=1e-15, ftol=1e-15)
+    res = nj.minimize(nj.least_squares_objective(residual), jnp.array([1.0, 0.5]), method=method)
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(res.params, ref.x, rtol=1e-9)
+    np.testing.assert_allclose(float(res.value), ref.cost, rtol=1e-9)
+
+
 @pytest.mark.parametrize("subproblem", ["exact", "steihaug_cg", "dogleg"])
 def test_trust_region_subproblem_option(subproblem):
     res = nj.minimize(rosen, jnp.array([-1.2, 1.0]), options={"subproblem": subproblem})

@@ -26,7 +26,14 @@ import jax
 import jax.numpy as jnp
 
 from newtonjax._curvature import GGNOperator
-from newtonjax._tree import HIGHEST, PyTree, tree_all_finite, tree_ravel, tree_where
+from newtonjax._tree import (
+    HIGHEST,
+    PyTree,
+    tree_all_finite,
+    tree_ravel,
+    tree_ravel_real,
+    tree_where,
+)
 
 __all__ = [
     "second_directional_derivative",
@@ -65,7 +72,7 @@ def acceleration_rhs(
     """
     m_vv = second_directional_derivative(value_fn, params, tangent, kwargs)
     if jacobian is not None:
-        m_vv_flat = tree_ravel(m_vv)[0].astype(dtype)
+        m_vv_flat = tree_ravel_real(m_vv).astype(dtype)
         return jnp.matmul(jacobian.T, m_vv_flat, precision=HIGHEST)
     if value_fn.identity_loss_hessian:
         rhs = op.vjp(m_vv)

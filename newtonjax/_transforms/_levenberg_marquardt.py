@@ -59,6 +59,7 @@ from newtonjax._tree import (
     tree_dtype,
     tree_norm,
     tree_ravel,
+    tree_ravel_real,
     tree_sub,
     tree_where,
     tree_zeros_like,
@@ -337,7 +338,7 @@ def _evaluate(p: _Point, params: PyTree, linearize: bool):
         return (*jax.value_and_grad(p.fn)(params), None)
     model_fn = p.value_fn.bind(**p.kwargs)[0]
     residual, jac = residual_and_jacobian(model_fn, params)
-    r = tree_ravel(residual)[0].astype(jac.dtype)
+    r = tree_ravel_real(residual).astype(jac.dtype)
     grad = tree_ravel(params)[1](jnp.matmul(jac.T, r, precision=HIGHEST))
     return half_squared_norm(residual), grad, jac
 

@@ -23,7 +23,14 @@ from newtonjax import linalg
 from newtonjax._curvature import GGNOperator, gauss_newton_operator
 from newtonjax._objectives import CompositeObjective
 from newtonjax._transforms._common import bind_value_fn, bound_kwargs
-from newtonjax._tree import HIGHEST, PyTree, tree_all_finite, tree_ravel, tree_vdot
+from newtonjax._tree import (
+    HIGHEST,
+    PyTree,
+    tree_all_finite,
+    tree_ravel,
+    tree_ravel_real,
+    tree_vdot,
+)
 
 __all__ = [
     "structured_operator",
@@ -93,6 +100,9 @@ def residual_and_jacobian(
 ) -> tuple[PyTree, jax.Array]:
     """The residual ``r(θ)`` (its pytree) and its ``m × n`` Jacobian in ravel order.
 
+    The rows are those of :func:`~newtonjax._tree.tree_ravel_real` of the residual
+    (a complex residual counts its real and imaginary parts as ``2m`` real rows).
+
     The residual is linearized once, then the linearization is applied to the ``n``
     basis tangents one loop trip at a time. The loop keeps what the linearization
     stored (values such as ``sin``, ``exp`` of the primal) computed once: applied
@@ -105,7 +115,7 @@ def residual_and_jacobian(
     flat, unravel = tree_ravel(params)
     residual, lin = jax.linearize(lambda x: model_fn(unravel(x)), flat)
     basis = jnp.eye(flat.shape[0], dtype=flat.dtype)
-    columns = jax.lax.map(lambda e: tree_ravel(lin(e))[0], basis)
+    columns = jax.lax.map(lambda e: tree_ravel_real(lin(e)), basis)
     jac = columns.T.astype(flat.dtype)
     if zero_nonfinite:
         jac = jnp.where(tree_all_finite(jac), jac, jnp.zeros_like(jac))
