@@ -2,6 +2,7 @@
 
 import chex
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -10,6 +11,7 @@ from absl.testing import parameterized
 
 from newtonjax._objectives import composite_objective, least_squares_objective
 from newtonjax._transforms._gauss_newton import gauss_newton, scale_by_gauss_newton
+from newtonjax._transforms._structured import LOOPED_JACOBIAN_MAX, residual_and_jacobian
 from tests.transforms._helpers import assert_second_update_does_not_retrace, counting
 
 jax.config.update("jax_enable_x64", True)
@@ -254,3 +256,29 @@ class TestOptaxProtocol:
         new = optax.apply_updates(w, updates)
         assert new.dtype == jnp.float32
         np.testing.assert_allclose(new, np.linalg.lstsq(a, y, rcond=None)[0], atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("n", [3, LOOPED_JACOBIAN_MAX + 5])
+def test_residual_jacobian_against_jacfwd(n):
+    # Both ways of forming J (one tangent per loop trip for small n, all at once
+    # beyond): pytree parameters and residuals, a complex leaf as [Re, Im] rows, and
+    # all zeros once an entry is not finite.
+    rng = np.random.default_rng(n)
+    a = jnp.asarray(rng.standard_normal((7, n)))
+    x = jnp.asarray(rng.standard_normal(n)) * 0.3
+    params = {"head": x[:2], "tail": x[2:]}
+
+    def model(p):
+        v = jnp.concatenate([p["head"], p["tail"]])
+        return {"sin": jnp.sin(a @ v), "wave": jnp.exp(1j * v[:3]) * v[1]}
+
+    def stacked(flat):  # the raveled (complex) residual as [Re, Im]
+        out = jax.flatten_util.ravel_pytree(model(unravel(flat)))[0]
+        return jnp.concatenate([out.real, out.imag])
+
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    residual, jac = residual_and_jacobian(model, params)
+    np.testing.assert_allclose(jac, jax.jacfwd(stacked)(flat), rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(residual["sin"], model(params)["sin"])
+    bad = {"head": params["head"].at[0].set(jnp.inf), "tail": params["tail"]}
+    np.testing.assert_array_equal(residual_and_jacobian(model, bad)[1], 0.0)
