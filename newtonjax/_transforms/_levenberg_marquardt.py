@@ -565,7 +565,7 @@ def scale_by_levenberg_marquardt(
         10,000 four-parameter fits ``a·exp(−bt) + c·sin(dt)`` started at
         ``x_true · U(0.4, 1.6)``, 0.75 ended in another local minimum than MINPACK's
         ``lmder`` on 4.5 % of the fits (a worse one on 2.5 %, a better one on 2.0 %);
-        0.25 on 1.9 % (worse 0.75 %, better 1.2 %), for 3 % more iterations. NIST
+        0.25 on 1.9 % (worse 0.7 %, better 1.2 %), for 3 % more iterations. NIST
         StRD stays at 54 of 54 cases (worst LRE 6.45; 1,461 iterations in all against
         1,364). Measured by ``experiments/benchmarks/batched_curve_fit.py``.
       solver: ``"dense"`` (SVD of the scaled Jacobian for least squares, ``eigh``
