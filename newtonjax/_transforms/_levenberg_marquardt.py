@@ -567,7 +567,7 @@ def scale_by_levenberg_marquardt(
         ``lmder`` on 4.5 % of the fits (a worse one on 2.5 %, a better one on 2.0 %);
         0.25 on 1.9 % (worse 0.7 %, better 1.2 %), for 3 % more iterations. NIST
         StRD stays at 54 of 54 cases (worst LRE 6.45; 1,461 iterations in all against
-        1,364). Measured by ``experiments/benchmarks/batched_curve_fit.py``.
+        1,364). The fits are those of ``experiments/benchmarks/batched_curve_fit.py``.
       solver: ``"dense"`` (SVD of the scaled Jacobian for least squares, ``eigh``
         of the scaled GGN otherwise) or ``"cg"`` (matrix-free; with
         ``scaling="marquardt"`` the exact ``diag(G)`` costs ``n`` extra products per
