@@ -1200,7 +1200,8 @@ def findings_text(result: dict[str, Any]) -> str:
     lines.append(
         f"- Cost of one lane-iteration (all lanes busy): newtonjax {plain:.2f} µs, the "
         f"hand-written reference {r:.2f} µs ({plain / r:.1f}×). Swapping the reference's "
-        f"Cholesky for newtonjax's SVD solve adds {svd:+.2f} µs; building J at x and "
+        f"Cholesky for a thin SVD of J (LAPACK's; newtonjax's step formula) adds "
+        f"{svd:+.2f} µs; building J at x and "
         f"taking f and ∇f by a reverse pass at the trial point (instead of r and J from "
         f"one forward pass there, as both newtonjax and the reference do) adds "
         f"{evals:+.2f} µs; both together give {both:.2f} µs, {verdict}."
