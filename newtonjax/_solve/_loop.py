@@ -21,7 +21,7 @@ from newtonjax._solve._methods import Method
 from newtonjax._solve._result import NO_SUBPROBLEM, RUNNING, SUCCESS, SolveResult, Status
 from newtonjax._solve._settings import COSINE_JACOBIAN_MAX, Settings
 from newtonjax._transforms._levenberg_marquardt import gradient_cosine, seed_jacobian
-from newtonjax._transforms._structured import residual_and_jacobian
+from newtonjax._transforms._structured import finite_or_zeros, residual_and_jacobian
 from newtonjax._tree import (
     PyTree,
     tree_add,
@@ -191,7 +191,7 @@ def _init(fun, tx, method: Method, settings: Settings, x0, args) -> Carry:
     opt_state, jac0 = tx.init(x0), None
     if method.carries_jacobian and isinstance(value_fn, LeastSquaresObjective):
         jac0 = residual_and_jacobian(value_fn.model_fn, x0, zero_nonfinite=False)[1]
-        opt_state = seed_jacobian(opt_state, jnp.where(jnp.isfinite(jac0).all(), jac0, 0.0))
+        opt_state = seed_jacobian(opt_state, finite_or_zeros(jac0))
     measure0 = gradient_measure(value_fn, x0, value0, grad0, x0_scale, dtype, jac0)
     gtol_hit0 = _gtol_hit(settings, measure0, gtol, tree_max_abs(grad0), dtype)
     status0 = jnp.where(

@@ -37,6 +37,7 @@ __all__ = [
     "DenseCurvature",
     "dense_curvature",
     "residual_and_jacobian",
+    "finite_or_zeros",
     "jacobian_curvature",
     "curvature_along",
     "ggn_diagonal",
@@ -128,9 +129,12 @@ def residual_and_jacobian(
     else:
         columns = jax.vmap(column)(basis)
     jac = columns.T.astype(flat.dtype)
-    if zero_nonfinite:
-        jac = jnp.where(tree_all_finite(jac), jac, jnp.zeros_like(jac))
-    return residual, jac
+    return residual, finite_or_zeros(jac) if zero_nonfinite else jac
+
+
+def finite_or_zeros(jac: jax.Array) -> jax.Array:
+    """``jac``, or all zeros if any entry is not finite."""
+    return jnp.where(tree_all_finite(jac), jac, jnp.zeros_like(jac))
 
 
 def jacobian_curvature(jac: jax.Array) -> DenseCurvature:
